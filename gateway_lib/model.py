@@ -1,0 +1,92 @@
+"""The immutable config snapshot every request reads from.
+
+A reload builds new objects and swaps one reference; nothing here is ever mutated, so a
+request that took a snapshot at its start sees one consistent config until it ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+EMPTY: Mapping[str, str] = MappingProxyType({})
+
+STDIO = "stdio"
+HTTP = "http"
+SSE = "sse"
+
+PER_CALL = "per-call"
+KEEP_ALIVE = "keep-alive"
+
+DEFAULT_IDLE_TIMEOUT_MS = 300_000
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One downstream server, with ${VAR} references already substituted.
+
+    `env` and `headers` hold secrets: they are kept out of repr and never logged.
+    `unusable` is set when the entry cannot be launched (an unset variable, say); the
+    server is still listed, and calls to it fail with that one sentence.
+    """
+
+    name: str
+    transport: str
+    description: str = ""
+    command: str | None = None
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default=EMPTY, repr=False)
+    cwd: str | None = None
+    url: str | None = None
+    headers: Mapping[str, str] = field(default=EMPTY, repr=False)
+    timeout_ms: int | None = None
+    max_concurrency: int | None = None
+    session: str = PER_CALL
+    idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    unusable: str | None = None
+
+    def public_metadata(self) -> dict[str, object]:
+        """What `list_servers(include_metadata=true)` may show: never env or headers."""
+        meta: dict[str, object] = {"transport": self.transport}
+        if self.transport == STDIO:
+            meta["command"] = self.command
+        else:
+            meta["url"] = self.url
+        return meta
+
+
+@dataclass(frozen=True)
+class ServersConfig:
+    """The parsed `.mcp.json`."""
+
+    path: str
+    servers: Mapping[str, ServerSpec]
+
+
+@dataclass(frozen=True)
+class AgentRules:
+    """One agent's rules; each pattern keeps its index so denials can name the rule."""
+
+    allow_servers: tuple[str, ...] = ()
+    deny_servers: tuple[str, ...] = ()
+    allow_tools: Mapping[str, tuple[str, ...]] = field(default=MappingProxyType({}))
+    deny_tools: Mapping[str, tuple[str, ...]] = field(default=MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class RulesConfig:
+    """The parsed `.mcp-gateway-rules.json`."""
+
+    path: str
+    agents: Mapping[str, AgentRules]
+    deny_on_missing_agent: bool = False
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Both files as one consistent view, plus the warnings that need both to compute."""
+
+    servers: ServersConfig
+    rules: RulesConfig
+    warnings: tuple[str, ...] = ()

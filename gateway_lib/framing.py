@@ -1,0 +1,157 @@
+"""Newline-delimited JSON over byte streams: the reader, the one writer, and fd 1's guard.
+
+Knows lines, UTF-8 and JSON; knows nothing of JSON-RPC or MCP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Callable, Iterator
+
+from .errors import InvalidRequest, ParseError, RpcError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
+_DISCARD_CHUNK = 64 * 1024
+_BOM = "\ufeff"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A line that could not become a message; `request_id` is set when one was recoverable."""
+
+    error: RpcError
+    request_id: Any = None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _reject_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two values for one key could let the policy check and the downstream call read
+    # different ones, so such a message is refused rather than resolved either way.
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_line(raw: bytes) -> Any:
+    """Turn one line into a JSON value, or an `Unreadable` saying why not."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Unreadable(ParseError("Parse error: the line is not valid UTF-8"))
+    text = text.removeprefix(_BOM)
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicate_keys, parse_constant=_reject_constant)
+    except _DuplicateKey as exc:
+        return Unreadable(InvalidRequest(f"Duplicate key {exc.args[0]!r} in one object"), _recover_id(text))
+    except RecursionError:
+        return Unreadable(ParseError("Parse error: JSON nested too deeply"))
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers past the digit limit
+        return Unreadable(ParseError(f"Parse error: {_short_reason(exc)}"))
+
+
+def _recover_id(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    request_id = value.get("id") if isinstance(value, dict) else None
+    return request_id if isinstance(request_id, (str, int)) and not isinstance(request_id, bool) else None
+
+
+def _short_reason(exc: ValueError) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at column {exc.colno}"
+    if "digits" in str(exc):
+        return "number has too many digits"
+    return str(exc)
+
+
+class MessageReader:
+    """Reads one JSON value per line, never holding more than `max_line_bytes` of a line."""
+
+    def __init__(self, stream: BinaryIO, max_line_bytes: int = DEFAULT_MAX_LINE_BYTES):
+        self._stream = stream
+        self._max = max_line_bytes
+
+    def messages(self) -> Iterator[Any]:
+        while True:
+            raw = self._stream.readline(self._max + 1)
+            if not raw:
+                return
+            if len(raw) > self._max and not raw.endswith(b"\n"):
+                self._discard_rest_of_line()
+                yield Unreadable(InvalidRequest(f"Message exceeds the {self._max}-byte line limit"))
+                continue
+            if raw.strip():  # blank lines separate nothing and ask nothing
+                yield decode_line(raw)
+
+    def listen(self, consume: Callable[[Any], None]) -> None:
+        for message in self.messages():
+            consume(message)
+
+    def _discard_rest_of_line(self) -> None:
+        while True:
+            chunk = self._stream.readline(_DISCARD_CHUNK)
+            if not chunk or chunk.endswith(b"\n"):
+                return
+
+
+def encode(message: Any) -> bytes:
+    """One line of compact JSON; raises ValueError/TypeError when the value cannot be sent."""
+    text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    try:
+        return text.encode("utf-8") + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate from the client cannot be UTF-8; \u escapes keep the line valid.
+        return json.dumps(message, ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+class MessageWriter:
+    """The only writer of the wire: one lock, whole lines, flushed at once."""
+
+    def __init__(self, stream: BinaryIO):
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def write(self, line: bytes) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                # The client went away; nothing more can be delivered.
+                self._closed = True
+                logger.warning("Client closed the output stream; dropping further responses")
+
+
+def claim_stdout() -> BinaryIO:
+    """Keep a private handle on the real stdout and point fd 1 at stderr.
+
+    From here on a stray print, a library, or a child process that inherits fd 1 writes
+    to stderr; only the returned stream reaches the client.
+    """
+    sys.stdout.flush()
+    wire_fd = os.dup(1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    return os.fdopen(wire_fd, "wb", buffering=0)

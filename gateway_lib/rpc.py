@@ -1,0 +1,275 @@
+"""The JSON-RPC 2.0 endpoint: envelopes, ids, the worker pool, cancellation, batches.
+
+Knows nothing of MCP: methods are strings, params and results are plain values. This is
+the one place where exceptions become wire errors, and every request is answered exactly
+once (or, if the client cancelled it, not at all).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, NamedTuple
+
+from .errors import InternalError, InvalidRequest, MethodNotFound, RequestCancelled, RpcError
+from .framing import Unreadable, encode
+
+logger = logging.getLogger(__name__)
+
+Respond = Callable[[dict | None], None]
+
+
+@dataclass
+class RequestContext:
+    """What a handler knows of the request it serves."""
+
+    request_id: Any
+    method: str
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Method(NamedTuple):
+    handler: Callable[[Any, RequestContext], Any]
+    inline: bool = False  # answered on the reader thread, in arrival order (cheap methods only)
+
+
+class _Envelope(NamedTuple):
+    request_id: Any
+    method: str
+    params: Any
+    is_notification: bool
+
+
+def _valid_id(value: Any) -> bool:
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
+def _id_key(request_id: Any) -> tuple[bool, Any]:
+    # "1" and 1 are different ids; keying on the type keeps them apart.
+    return (isinstance(request_id, str), request_id)
+
+
+def _response(request_id: Any, *, result: Any = None, error: RpcError | None = None) -> dict:
+    message: dict[str, Any] = {"jsonrpc": "2.0"}
+    if request_id is not None:
+        message["id"] = request_id
+    if error is not None:
+        message["error"] = error.to_dict()
+    else:
+        message["result"] = result
+    return message
+
+
+class _BadEnvelope(Exception):
+    """Not a valid request; carries the id to echo when one could be read."""
+
+    def __init__(self, message: str, request_id: Any = None):
+        super().__init__(message)
+        self.error = InvalidRequest(message)
+        self.request_id = request_id
+
+
+def _open_envelope(message: Any) -> _Envelope | None:
+    """Check the envelope; None means a response from the client, which we ignore."""
+    if not isinstance(message, dict):
+        raise _BadEnvelope("A request must be a JSON object")
+    has_id = "id" in message
+    request_id = message.get("id")
+    if has_id and not _valid_id(request_id):
+        raise _BadEnvelope("Request id must be a string or an integer")
+    if message.get("jsonrpc") != "2.0":
+        raise _BadEnvelope('The "jsonrpc" member must be exactly "2.0"', request_id)
+    if "method" not in message:
+        if has_id and ("result" in message or "error" in message):
+            return None
+        raise _BadEnvelope('The "method" member is missing', request_id)
+    method = message["method"]
+    if not isinstance(method, str):
+        raise _BadEnvelope('The "method" member must be a string', request_id)
+    params = message.get("params")
+    if "params" in message and not isinstance(params, (dict, list)):
+        raise _BadEnvelope('The "params" member must be an object or an array', request_id)
+    return _Envelope(request_id, method, params, not has_id)
+
+
+class _BatchCollector:
+    """Gathers one answer (or None) per batch element and writes the array once all are in."""
+
+    def __init__(self, size: int, send: Callable[[Any], None]):
+        self._pending = size
+        self._answers: list[dict] = []
+        self._lock = threading.Lock()
+        self._send = send
+
+    def respond(self, response: dict | None) -> None:
+        with self._lock:
+            if response is not None:
+                self._answers.append(_sendable(response))
+            self._pending -= 1
+            done = self._pending == 0
+        if done and self._answers:
+            self._send(self._answers)
+
+
+def _sendable(response: dict) -> dict:
+    """The response itself if it can be encoded, else an internal error for the same id."""
+    try:
+        encode(response)
+        return response
+    except (TypeError, ValueError):
+        logger.exception("Result of request %r could not be encoded", response.get("id"))
+        return _response(response.get("id"), error=InternalError("Result could not be encoded as JSON"))
+
+
+class Endpoint:
+    """Dispatches parsed messages to handlers and writes exactly one answer per request."""
+
+    def __init__(
+        self,
+        methods: Mapping[str, Method],
+        notifications: Mapping[str, Callable[[Any], None]],
+        write: Callable[[bytes], None],
+        *,
+        max_workers: int = 8,
+        cancel_notification: str | None = None,
+        batches_allowed: Callable[[], bool] = lambda: False,
+    ):
+        self._methods = methods
+        self._notifications = notifications
+        self._write = write
+        self._cancel_notification = cancel_notification
+        self._batches_allowed = batches_allowed
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-worker")
+        self._in_flight: dict[tuple[bool, Any], tuple[RequestContext, Future]] = {}
+        self._lock = threading.Lock()
+
+    # --- input -----------------------------------------------------------------------
+
+    def consume(self, message: Any) -> None:
+        if isinstance(message, Unreadable):
+            self._send(_response(message.request_id, error=message.error))
+        elif isinstance(message, list):
+            self._consume_batch(message)
+        else:
+            self._consume_one(message, self._send)
+
+    def _consume_batch(self, batch: list) -> None:
+        if not batch:
+            self._send(_response(None, error=InvalidRequest("A batch must not be empty")))
+            return
+        if not self._batches_allowed():
+            self._send(_response(None, error=InvalidRequest("Batches are not supported in this protocol version")))
+            return
+        collector = _BatchCollector(len(batch), self._send)
+        for message in batch:
+            self._consume_one(message, collector.respond)
+
+    def _consume_one(self, message: Any, respond: Respond) -> None:
+        try:
+            envelope = _open_envelope(message)
+        except _BadEnvelope as exc:
+            respond(_response(exc.request_id, error=exc.error))
+            return
+        if envelope is None:
+            logger.debug("Ignoring a response from the client")
+            respond(None)
+        elif envelope.is_notification:
+            self._notify(envelope)
+            respond(None)
+        elif envelope.method not in self._methods:
+            respond(_response(envelope.request_id, error=MethodNotFound(f"Method {envelope.method!r} not found")))
+        else:
+            self._start(envelope, respond)
+
+    def _notify(self, envelope: _Envelope) -> None:
+        if envelope.method == self._cancel_notification:
+            self._cancel(envelope.params)
+            return
+        handler = self._notifications.get(envelope.method)
+        if handler is None:
+            logger.debug("Ignoring unknown notification %r", envelope.method)
+            return
+        try:
+            handler(envelope.params)
+        except Exception:
+            logger.exception("Notification handler for %r failed", envelope.method)
+
+    def _start(self, envelope: _Envelope, respond: Respond) -> None:
+        method = self._methods[envelope.method]
+        context = RequestContext(envelope.request_id, envelope.method)
+        if method.inline:
+            respond(self._run(method, envelope, context))
+            return
+        key = _id_key(envelope.request_id)
+        with self._lock:
+            if key in self._in_flight:
+                duplicate = InvalidRequest(f"Request id {envelope.request_id!r} is already in use")
+                respond(_response(envelope.request_id, error=duplicate))
+                return
+            future = self._pool.submit(self._run_pooled, method, envelope, context, respond)
+            self._in_flight[key] = (context, future)
+
+    # --- work ------------------------------------------------------------------------
+
+    def _run_pooled(self, method: Method, envelope: _Envelope, context: RequestContext, respond: Respond) -> None:
+        try:
+            response = self._run(method, envelope, context)
+        finally:
+            with self._lock:
+                self._in_flight.pop(_id_key(envelope.request_id), None)
+        respond(None if context.cancelled.is_set() else response)
+
+    def _run(self, method: Method, envelope: _Envelope, context: RequestContext) -> dict | None:
+        """The single boundary where exceptions become wire errors."""
+        try:
+            result = method.handler(envelope.params, context)
+        except RequestCancelled:
+            return None
+        except RpcError as exc:
+            return _response(envelope.request_id, error=exc)
+        except Exception:
+            logger.exception("Request %r (%s) failed", envelope.request_id, envelope.method)
+            return _response(envelope.request_id, error=InternalError())
+        return _response(envelope.request_id, result=result)
+
+    def _cancel(self, params: Any) -> None:
+        request_id = params.get("requestId") if isinstance(params, dict) else None
+        if not _valid_id(request_id):
+            return
+        with self._lock:
+            entry = self._in_flight.get(_id_key(request_id))
+        if entry is None:
+            logger.debug("Cancellation for unknown or finished request %r", request_id)
+            return
+        entry[0].cancelled.set()
+
+    # --- output ----------------------------------------------------------------------
+
+    def _send(self, message: dict | list | None) -> None:
+        if message is None:
+            return
+        if isinstance(message, dict):
+            message = _sendable(message)
+        self._write(encode(message))
+
+    # --- shutdown --------------------------------------------------------------------
+
+    def shutdown(self, grace_s: float) -> None:
+        """Let in-flight work finish for `grace_s`, then cancel what is left."""
+        with self._lock:
+            futures = [future for _, future in self._in_flight.values()]
+        _, still_running = wait(futures, timeout=grace_s)
+        if still_running:
+            logger.info("Cancelling %d request(s) still running at shutdown", len(still_running))
+            with self._lock:
+                for context, _ in self._in_flight.values():
+                    context.cancelled.set()
+            wait(still_running, timeout=grace_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)

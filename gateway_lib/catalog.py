@@ -1,0 +1,104 @@
+"""Per-server cache of downstream tool lists, and the argument validators built from them.
+
+An entry is keyed by the server's whole frozen `ServerSpec`: when a reload changes the
+entry, the spec no longer compares equal and the old list is never served again. A hit
+opens no downstream session.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .model import ServerSpec
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TTL_S = 300.0
+
+
+@dataclass
+class _Entry:
+    spec: ServerSpec
+    tools: list[dict]
+    fetched_at: float
+    validators: dict[str, Any] = field(default_factory=dict)
+
+
+class ToolCatalog:
+    def __init__(self, list_tools: Callable[..., list[dict]], ttl_s: float = DEFAULT_TTL_S, clock=time.monotonic):
+        self._list_tools = list_tools
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+        self._fill_locks: dict[str, threading.Lock] = {}
+
+    def tools(self, spec: ServerSpec, timeout_s: float, cancel: threading.Event, refresh: bool = False) -> list[dict]:
+        """The server's tool list, from cache when fresh; one fetch at a time per server."""
+        seen = self._fresh(spec)
+        if seen is not None and not refresh:
+            return seen.tools
+        with self._fill_lock(spec.name):
+            current = self._fresh(spec)
+            if current is not None and current is not seen:
+                return current.tools  # another thread filled or refreshed it while we waited
+            tools = self._list_tools(spec, timeout_s, cancel)
+            with self._lock:
+                self._entries[spec.name] = _Entry(spec, tools, self._clock())
+            logger.debug("Cached %d tool(s) of server %r", len(tools), spec.name)
+            return tools
+
+    def find(self, spec: ServerSpec, tool: str, timeout_s: float, cancel: threading.Event) -> dict | None:
+        """The definition of `tool`, refreshing once when the cached list does not know it."""
+        for refresh in (False, True):
+            for definition in self.tools(spec, timeout_s, cancel, refresh=refresh):
+                if definition.get("name") == tool:
+                    return definition
+        return None
+
+    def validator(self, spec: ServerSpec, definition: dict) -> Any | None:
+        """A compiled validator of the tool's inputSchema, built once per cached list.
+
+        None when the server's schema is itself invalid: the server then judges its own input.
+        """
+        from jsonschema.exceptions import SchemaError
+        from jsonschema.validators import validator_for
+
+        with self._lock:
+            entry = self._entries.get(spec.name)
+            cached = entry.validators.get(definition["name"]) if entry and entry.spec == spec else None
+        if cached is not None:
+            return cached
+        schema = definition.get("inputSchema") or {"type": "object"}
+        cls = validator_for(schema)
+        try:
+            cls.check_schema(schema)
+        except SchemaError:
+            logger.warning("Tool %r of server %r has an invalid inputSchema; not checking its arguments", definition["name"], spec.name)
+            return None
+        validator = cls(schema)
+        with self._lock:
+            if entry is not None and self._entries.get(spec.name) is entry:
+                entry.validators[definition["name"]] = validator
+        return validator
+
+    def forget_missing(self, current: dict[str, ServerSpec]) -> None:
+        """Drop entries of servers that a reload removed or changed."""
+        with self._lock:
+            for name in [n for n, e in self._entries.items() if current.get(n) != e.spec]:
+                del self._entries[name]
+
+    def _fresh(self, spec: ServerSpec) -> _Entry | None:
+        with self._lock:
+            entry = self._entries.get(spec.name)
+        if entry is None or entry.spec != spec or self._clock() - entry.fetched_at > self._ttl_s:
+            return None
+        return entry
+
+    def _fill_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._fill_locks.setdefault(name, threading.Lock())

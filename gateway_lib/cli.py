@@ -1,0 +1,213 @@
+"""Command line: builds the gateway from flags and environment, and runs it.
+
+The only module that reads the environment. Commands:
+    serve (default)  the stdio MCP server
+    check            validate both config files as the running gateway would
+    demo             start the gateway and drive one real client session against it
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Mapping, Sequence, TextIO
+
+from . import __version__
+
+logger = logging.getLogger("gateway_lib")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_CONFIG = REPO_ROOT / "config"
+TRUE_WORDS = {"1", "true", "yes", "on"}
+SHUTDOWN_GRACE_S = 3.0
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mcp-config", metavar="PATH", help="the .mcp.json of downstream servers (env GATEWAY_MCP_CONFIG)")
+    parser.add_argument("--rules", metavar="PATH", help="the .mcp-gateway-rules.json (env GATEWAY_RULES)")
+    parser.add_argument("--version", action="version", version=f"agent-mcp-gateway {__version__}")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gateway.py",
+        description="MCP gateway on stdio. Other commands: 'gateway.py check', 'gateway.py demo'.",
+    )
+    _common_options(parser)
+    parser.add_argument("--debug", action="store_true", default=None, help="expose get_gateway_status (env GATEWAY_DEBUG)")
+    parser.add_argument("--agent", metavar="NAME", help="pin every call to this agent id (env GATEWAY_AGENT)")
+    parser.add_argument("--audit-log", metavar="PATH", help="JSON Lines audit file (env GATEWAY_AUDIT_LOG)")
+    parser.add_argument("--max-workers", type=int, metavar="N", help="worker threads (env GATEWAY_MAX_WORKERS, default 16)")
+    parser.add_argument("--max-line-bytes", type=int, metavar="N", help="largest accepted message (env GATEWAY_MAX_LINE_BYTES, default 4 MiB)")
+    parser.add_argument("--timeout-ms", type=int, metavar="MS", help="default downstream timeout (env GATEWAY_TIMEOUT_MS, default 60000)")
+    parser.add_argument("--tool-cache-ttl", type=float, metavar="S", help="seconds a tool list stays cached (env GATEWAY_TOOL_CACHE_TTL, default 300)")
+    parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (env GATEWAY_LOG_LEVEL, default INFO)")
+    return parser
+
+
+def _check_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py check", description="Validate both config files and list every problem.")
+    _common_options(parser)
+    return parser
+
+
+def _demo_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py demo", description="Start the gateway and show one client session against it.")
+    _common_options(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
+         out: TextIO | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    out = sys.stdout if out is None else out
+    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo") else "serve"
+    if command == "check":
+        return run_check(_check_parser().parse_args(argv), environ, out)
+    if command == "demo":
+        return run_demo(_demo_parser().parse_args(argv), environ, out)
+    return run_serve(_serve_parser().parse_args(argv), environ)
+
+
+def _setting(value, environ: Mapping[str, str], name: str, default, convert=str):
+    if value is not None:
+        return value
+    raw = environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return convert(raw)
+    except ValueError:
+        raise SystemExit(f"gateway: environment variable {name} has an invalid value")
+
+
+def _config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Path, Path]:
+    from .config import find_config_paths
+
+    found_mcp, found_rules = find_config_paths(environ, Path.cwd(), Path.home(), BUNDLED_CONFIG)
+    mcp_path = Path(options.mcp_config) if options.mcp_config else found_mcp
+    rules_path = Path(options.rules) if options.rules else found_rules
+    return mcp_path.resolve(), rules_path.resolve()
+
+
+def _configure_logging(level_name: str) -> None:
+    level = getattr(logging, level_name.upper(), None)
+    if not isinstance(level, int):
+        raise SystemExit(f"gateway: unknown log level {level_name!r}")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+# --- serve ------------------------------------------------------------------------------
+
+
+def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from .audit import AuditLog, default_audit_path
+    from .catalog import DEFAULT_TTL_S, ToolCatalog
+    from .config import ConfigStore, build_snapshot, load_rules, load_servers
+    from .downstream import Downstream
+    from .errors import ConfigError
+    from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdout
+    from .methods import McpProtocol
+    from .metrics import Metrics
+    from .rpc import Endpoint
+    from .slots import ServerSlots
+    from .tools import DEFAULT_TIMEOUT_MS, GatewayTools, ToolSettings
+
+    _configure_logging(_setting(options.log_level, environ, "GATEWAY_LOG_LEVEL", "INFO"))
+    mcp_path, rules_path = _config_paths(options, environ)
+    try:
+        snapshot = build_snapshot(load_servers(str(mcp_path), environ), load_rules(str(rules_path)))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            logger.error("%s", problem)
+        logger.error("Not starting: fix the config (run 'gateway.py check' to see every problem)")
+        return 1
+    logger.info("Loaded %d server(s) from %s and %d agent(s) from %s",
+                len(snapshot.servers.servers), mcp_path, len(snapshot.rules.agents), rules_path)
+    for warning in snapshot.warnings:
+        logger.warning("%s", warning)
+
+    settings = ToolSettings(
+        debug=_setting(options.debug, environ, "GATEWAY_DEBUG", False, lambda v: v.strip().lower() in TRUE_WORDS),
+        default_agent=_setting(None, environ, "GATEWAY_DEFAULT_AGENT", None),
+        pinned_agent=_setting(options.agent, environ, "GATEWAY_AGENT", None),
+        default_timeout_ms=_setting(options.timeout_ms, environ, "GATEWAY_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, int),
+    )
+    if settings.pinned_agent and settings.pinned_agent not in snapshot.rules.agents:
+        logger.warning("Pinned agent %r is not in the rules: every call will be refused until it is added",
+                       settings.pinned_agent)
+    audit = AuditLog(_setting(options.audit_log, environ, "GATEWAY_AUDIT_LOG", default_audit_path(environ)))
+    store = ConfigStore(snapshot)
+    downstream = Downstream(errlog=sys.stderr)
+    ttl = _setting(options.tool_cache_ttl, environ, "GATEWAY_TOOL_CACHE_TTL", DEFAULT_TTL_S, float)
+    catalog = ToolCatalog(downstream.list_tools, ttl_s=ttl)
+    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings)
+
+    wire = claim_stdout()
+    protocol = McpProtocol(tools, on_initialized=downstream.preload)
+    endpoint = Endpoint(
+        protocol.methods(), protocol.notifications(), MessageWriter(wire).write,
+        max_workers=_setting(options.max_workers, environ, "GATEWAY_MAX_WORKERS", 16, int),
+        cancel_notification="notifications/cancelled",
+        batches_allowed=protocol.batches_allowed,
+    )
+    reader = MessageReader(sys.stdin.buffer, _setting(options.max_line_bytes, environ, "GATEWAY_MAX_LINE_BYTES",
+                                                      DEFAULT_MAX_LINE_BYTES, int))
+    stop = threading.Event()
+
+    def read_until_eof() -> None:
+        try:
+            reader.listen(endpoint.consume)
+        except Exception:
+            logger.exception("The reader stopped on an unexpected error")
+        finally:
+            stop.set()
+
+    threading.Thread(target=read_until_eof, name="gateway-reader", daemon=True).start()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    logger.info("Gateway %s serving on stdio%s", __version__, " (debug)" if settings.debug else "")
+    while not stop.wait(1.0):
+        pass
+    logger.info("Shutting down")
+    endpoint.shutdown(SHUTDOWN_GRACE_S)
+    downstream.shutdown(SHUTDOWN_GRACE_S)
+    audit.close()
+    return 0
+
+
+# --- check ------------------------------------------------------------------------------
+
+
+def run_check(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    from .config import check_files
+
+    mcp_path, rules_path = _config_paths(options, environ)
+    problems, warnings = check_files(str(mcp_path), str(rules_path), environ)
+    out.write(f"Checked {mcp_path}\n    and {rules_path}\n")
+    for problem in problems:
+        out.write(f"error: {problem}\n")
+    for warning in warnings:
+        out.write(f"warning: {warning}\n")
+    out.write(f"{len(problems)} error(s), {len(warnings)} warning(s)\n")
+    return 1 if problems else 0
+
+
+# --- demo -------------------------------------------------------------------------------
+
+
+def run_demo(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    from .demo import run
+
+    mcp_path, rules_path = _config_paths(options, environ)
+    return run(REPO_ROOT / "gateway.py", mcp_path, rules_path, out)

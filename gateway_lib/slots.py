@@ -1,0 +1,57 @@
+"""Per-server concurrency limits: calls past a server's `max_concurrency` wait their turn.
+
+The wait counts against the call's own deadline and ends early when the call is cancelled.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from .errors import RequestCancelled, ToolTimeout
+from .model import ServerSpec
+
+_CANCEL_CHECK_S = 0.05  # how often a queued call looks at its cancel flag
+
+
+class ServerSlots:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
+        self.waiting = 0
+
+    @contextmanager
+    def hold(self, spec: ServerSpec, deadline: float, cancel: threading.Event) -> Iterator[None]:
+        if spec.max_concurrency is None:
+            yield
+            return
+        semaphore = self._semaphore(spec.name, spec.max_concurrency)
+        self._acquire(semaphore, spec, deadline, cancel)
+        try:
+            yield
+        finally:
+            semaphore.release()
+
+    def _acquire(self, semaphore: threading.BoundedSemaphore, spec: ServerSpec, deadline: float, cancel: threading.Event) -> None:
+        with self._lock:
+            self.waiting += 1
+        try:
+            while not semaphore.acquire(timeout=min(_CANCEL_CHECK_S, max(deadline - time.monotonic(), 0))):
+                if cancel.is_set():
+                    raise RequestCancelled()
+                if time.monotonic() >= deadline:
+                    raise ToolTimeout(
+                        f"Server {spec.name!r} is at its limit of {spec.max_concurrency} concurrent call(s) "
+                        "and no slot freed up before the deadline",
+                        server=spec.name,
+                    )
+        finally:
+            with self._lock:
+                self.waiting -= 1
+
+    def _semaphore(self, name: str, limit: int) -> threading.BoundedSemaphore:
+        # Keyed by limit too, so a reload that changes the limit starts a fresh count.
+        with self._lock:
+            return self._semaphores.setdefault((name, limit), threading.BoundedSemaphore(limit))

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-EMPTY: Mapping[str, str] = MappingProxyType({})
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
 
 STDIO = "stdio"
 HTTP = "http"
@@ -36,10 +39,10 @@ class ServerSpec:
     description: str = ""
     command: str | None = None
     args: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default=EMPTY, repr=False)
+    env: Mapping[str, str] = field(default_factory=_empty, repr=False)
     cwd: str | None = None
     url: str | None = None
-    headers: Mapping[str, str] = field(default=EMPTY, repr=False)
+    headers: Mapping[str, str] = field(default_factory=_empty, repr=False)
     timeout_ms: int | None = None
     max_concurrency: int | None = None
     session: str = PER_CALL
@@ -70,8 +73,8 @@ class AgentRules:
 
     allow_servers: tuple[str, ...] = ()
     deny_servers: tuple[str, ...] = ()
-    allow_tools: Mapping[str, tuple[str, ...]] = field(default=MappingProxyType({}))
-    deny_tools: Mapping[str, tuple[str, ...]] = field(default=MappingProxyType({}))
+    allow_tools: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
+    deny_tools: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
 
 
 @dataclass(frozen=True)

@@ -31,20 +31,20 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_MS = 60_000
 
-_AGENT = {"type": "string", "description": "Your agent id, if you were given one."}
-_SERVER = {"type": "string", "description": "Server name from list_servers."}
+_AGENT = {"type": "string", "description": "Your agent id, if assigned."}
+_SERVER = {"type": "string", "description": "Server name."}
 
 DEFINITIONS: dict[str, dict[str, Any]] = {
     "list_servers": {
-        "description": "List the MCP servers you may use, with what each is for. Start here.",
+        "description": "List MCP servers you may use and what each is for. Start here.",
         "properties": {
             "agent_id": _AGENT,
-            "include_metadata": {"type": "boolean", "description": "Also show transport and command or url."},
+            "include_metadata": {"type": "boolean", "description": "Add transport and command/url."},
         },
         "required": [],
     },
     "get_server_tools": {
-        "description": "Get definitions of the tools you may call on one server. Filter to save context.",
+        "description": "Get definitions of tools you may call on a server. Filter to save context.",
         "properties": {
             "agent_id": _AGENT,
             "server": _SERVER,
@@ -59,9 +59,9 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
         "properties": {
             "agent_id": _AGENT,
             "server": _SERVER,
-            "tool": {"type": "string", "description": "Tool name from get_server_tools."},
-            "args": {"type": "object", "description": "Arguments matching the tool's inputSchema."},
-            "timeout_ms": {"type": "integer", "minimum": 1, "description": "Give up after this long."},
+            "tool": {"type": "string", "description": "Tool name."},
+            "args": {"type": "object", "description": "Arguments per the tool's inputSchema."},
+            "timeout_ms": {"type": "integer", "minimum": 1, "description": "Time limit."},
         },
         "required": ["server", "tool", "args"],
     },

@@ -1,0 +1,459 @@
+"""A downstream MCP stdio server that misbehaves on request, for end-to-end tests.
+
+Standard library only, so it starts in a few tens of milliseconds. It speaks
+newline-delimited JSON-RPC 2.0 on stdin/stdout and handles initialize,
+notifications/initialized, ping, tools/list and tools/call; any other request
+gets -32601 at once (the SDK 2.x client's `server/discover` probe included).
+
+Usage:
+    fault_server.py --tag TAG [--log FILE] [--mode MODE] [--tools-extra NAME]
+
+--tag TAG          required marker; tests find every process of one test by
+                   scanning /proc/*/cmdline for it, grandchildren included.
+--log FILE         append one JSON line per event: {"event": "start", "pid": ...}
+                   at start, {"event": "call", "method": "tools/list", ...} per
+                   listing and {"event": "call", "method": "tools/call",
+                   "tool": NAME, ...} per call.
+--mode MODE        start behaviour, one of:
+                     normal           serve until stdin closes
+                     exit-at-once     exit with status 1 before reading anything
+                     never-initialize read stdin, answer nothing, exit on EOF
+                     banner           write non-JSON lines to stdout at start and
+                                      before every answer
+                     flood-stderr     write about 1 MB to stderr, then serve
+                     close-stdout     close stdout after answering initialize,
+                                      then ignore stdin and sleep until killed
+                     ignore-sigterm   ignore SIGTERM and keep sleeping after stdin
+                                      closes, so only SIGKILL ends it
+                     grandchild       spawn a tagged grandchild that ignores stdin
+                                      and sleeps forever, then serve
+--tools-extra NAME another tool that echoes, to simulate a newly added tool.
+
+The server is single-threaded: while `sleep` runs, nothing else is read.
+"""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+SUPPORTED_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
+LATEST_VERSION = "2025-11-25"
+MODES = (
+    "normal",
+    "exit-at-once",
+    "never-initialize",
+    "banner",
+    "flood-stderr",
+    "close-stdout",
+    "ignore-sigterm",
+    "grandchild",
+)
+
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+PARSE_ERROR = -32700
+DELIBERATE_FAILURE = -32050
+
+# A 1x1 RGB PNG and an 8-sample 8 kHz mono WAV, both valid files.
+PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4z8AAAAMBAQDJ/pLvAAAAAElFTkSuQmCC"
+WAV_TINY = "UklGRiwAAABXQVZFZm10IBAAAAABAAEAQB8AAEAfAAABAAgAZGF0YQgAAACAgICAgICAgA=="
+# Checked at import so a bad constant fails loudly instead of sending junk.
+base64.b64decode(PNG_1X1, validate=True)
+base64.b64decode(WAV_TINY, validate=True)
+
+
+class ToolFailure(Exception):
+    """Raised by a handler to answer with a JSON-RPC error instead of a result."""
+
+    def __init__(self, code, message):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Options:
+    def __init__(self, argv):
+        self.tag = None
+        self.log = None
+        self.mode = "normal"
+        self.tools_extra = []
+        self.grandchild = False
+        args = list(argv)
+        while args:
+            arg = args.pop(0)
+            if arg == "--grandchild":
+                self.grandchild = True
+            elif arg in ("--tag", "--log", "--mode", "--tools-extra"):
+                if not args:
+                    fail_usage(f"{arg} needs a value")
+                value = args.pop(0)
+                if arg == "--tag":
+                    self.tag = value
+                elif arg == "--log":
+                    self.log = value
+                elif arg == "--mode":
+                    self.mode = value
+                else:
+                    self.tools_extra.append(value)
+            else:
+                fail_usage(f"unknown argument {arg!r}")
+        if not self.tag:
+            fail_usage("--tag is required")
+        if self.mode not in MODES:
+            fail_usage(f"unknown mode {self.mode!r}")
+
+
+def fail_usage(message):
+    sys.stderr.write(f"fault_server: {message}\n")
+    sys.exit(2)
+
+
+# ---------------------------------------------------------------- state and I/O
+
+OPTIONS = None
+COUNTER = 0
+STDOUT_OPEN = True
+
+
+def log_event(event, **fields):
+    if OPTIONS.log is None:
+        return
+    line = json.dumps({"event": event, "pid": os.getpid(), **fields}) + "\n"
+    # One write on an O_APPEND descriptor, so lines from parallel processes never interleave.
+    fd = os.open(OPTIONS.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
+
+
+def write_raw(text):
+    if not STDOUT_OPEN:
+        return
+    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.buffer.flush()
+
+
+def send(message):
+    if OPTIONS.mode == "banner":
+        write_raw("banner: this line is not JSON-RPC\n")
+    write_raw(json.dumps(message, separators=(",", ":")) + "\n")
+
+
+def spawn_grandchild():
+    """Starts a tagged grandchild in this process's group that never reads stdin."""
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--grandchild", "--tag", OPTIONS.tag],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    ).pid
+
+
+def sleep_forever():
+    while True:
+        signal.pause()
+
+
+# ---------------------------------------------------------------- tools
+
+
+def text_result(text):
+    return {"content": [{"type": "text", "text": text}], "isError": False}
+
+
+def schema(properties=None, required=()):
+    result = {"type": "object", "properties": properties or {}}
+    if required:
+        result["required"] = list(required)
+    return result
+
+
+def echo_tool(name, description="Return the given text."):
+    definition = {
+        "name": name,
+        "description": description,
+        "inputSchema": schema({"text": {"type": "string"}}, ["text"]),
+        "annotations": {"readOnlyHint": True, "idempotentHint": True},
+    }
+    return definition, lambda args: text_result(args["text"])
+
+
+def tool_add(args):
+    total = args["a"] + args["b"]
+    return {
+        "content": [{"type": "text", "text": json.dumps({"sum": total})}],
+        "structuredContent": {"sum": total},
+        "isError": False,
+    }
+
+
+def tool_image(args):
+    return {"content": [{"type": "image", "data": PNG_1X1, "mimeType": "image/png"}], "isError": False}
+
+
+def tool_audio(args):
+    return {"content": [{"type": "audio", "data": WAV_TINY, "mimeType": "audio/wav"}], "isError": False}
+
+
+def tool_resource(args):
+    resource = {"uri": "test://fault/resource", "mimeType": "text/plain", "text": "embedded resource text"}
+    return {"content": [{"type": "resource", "resource": resource}], "isError": False}
+
+
+def tool_fail(args):
+    return {"content": [{"type": "text", "text": "deliberate tool failure"}], "isError": True}
+
+
+def tool_sleep(args):
+    time.sleep(args["seconds"])
+    return text_result(f"slept {args['seconds']}")
+
+
+def tool_crash(args):
+    os._exit(3)
+
+
+def tool_rpc_error(args):
+    raise ToolFailure(DELIBERATE_FAILURE, "deliberate failure")
+
+
+def tool_huge(args):
+    return text_result("x" * int(args["size"]))
+
+
+def tool_counter(args):
+    global COUNTER
+    COUNTER += 1
+    return text_result(str(COUNTER))
+
+
+def tool_env(args):
+    return text_result(os.environ.get(args["name"], "<unset>"))
+
+
+def tool_spawn_grandchild(args):
+    return text_result(str(spawn_grandchild()))
+
+
+def build_tools(extra_names):
+    """Returns the tool table: name -> (definition, handler)."""
+    no_args = schema()
+    tools = {
+        "echo": echo_tool("echo"),
+        "add": (
+            {
+                "name": "add",
+                "description": "Add two numbers; the result is structured.",
+                "inputSchema": schema({"a": {"type": "number"}, "b": {"type": "number"}}, ["a", "b"]),
+                "outputSchema": schema({"sum": {"type": "number"}}, ["sum"]),
+                "annotations": {"readOnlyHint": True},
+            },
+            tool_add,
+        ),
+        "image": ({"name": "image", "description": "Return a 1x1 PNG.", "inputSchema": no_args}, tool_image),
+        "audio": ({"name": "audio", "description": "Return a tiny WAV.", "inputSchema": no_args}, tool_audio),
+        "resource": (
+            {"name": "resource", "description": "Return an embedded resource.", "inputSchema": no_args},
+            tool_resource,
+        ),
+        "fail": ({"name": "fail", "description": "Answer with isError true.", "inputSchema": no_args}, tool_fail),
+        "sleep": (
+            {
+                "name": "sleep",
+                "description": "Sleep for the given seconds, then answer.",
+                "inputSchema": schema({"seconds": {"type": "number", "minimum": 0}}, ["seconds"]),
+            },
+            tool_sleep,
+        ),
+        "crash": (
+            {
+                "name": "crash",
+                "description": "Exit the process with status 3 in the middle of the call.",
+                "inputSchema": no_args,
+                "annotations": {"destructiveHint": True},
+            },
+            tool_crash,
+        ),
+        "rpc_error": (
+            {"name": "rpc_error", "description": "Answer with JSON-RPC error -32050.", "inputSchema": no_args},
+            tool_rpc_error,
+        ),
+        "huge": (
+            {
+                "name": "huge",
+                "description": "Return one text block of the given number of characters.",
+                "inputSchema": schema({"size": {"type": "integer", "minimum": 0}}, ["size"]),
+            },
+            tool_huge,
+        ),
+        "counter": (
+            {"name": "counter", "description": "Increment a per-process counter.", "inputSchema": no_args},
+            tool_counter,
+        ),
+        "env": (
+            {
+                "name": "env",
+                "description": "Return the value of an environment variable, or <unset>.",
+                "inputSchema": schema({"name": {"type": "string"}}, ["name"]),
+            },
+            tool_env,
+        ),
+        "spawn_grandchild": (
+            {
+                "name": "spawn_grandchild",
+                "description": "Start a tagged grandchild that sleeps forever; answer its pid.",
+                "inputSchema": no_args,
+            },
+            tool_spawn_grandchild,
+        ),
+    }
+    for odd in ("get*", "a?b", "x[1]", "../up", "with space", *extra_names):
+        tools[odd] = echo_tool(odd)
+    return tools
+
+
+TYPE_CHECKS = {
+    "string": lambda v: isinstance(v, str),
+    "number": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+}
+
+
+def argument_problem(definition, args):
+    """Returns a sentence describing what is wrong with the arguments, or None."""
+    input_schema = definition["inputSchema"]
+    for key in input_schema.get("required", ()):
+        if key not in args:
+            return f"Missing required argument {key!r}"
+    for key, value in args.items():
+        expected = input_schema["properties"].get(key, {}).get("type")
+        if expected and not TYPE_CHECKS[expected](value):
+            return f"Argument {key!r} must be of type {expected}"
+    return None
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def handle_initialize(params):
+    requested = params.get("protocolVersion")
+    version = requested if requested in SUPPORTED_VERSIONS else LATEST_VERSION
+    return {
+        "protocolVersion": version,
+        "capabilities": {"tools": {}},
+        "serverInfo": {"name": "fault-server", "version": "1.0.0"},
+    }
+
+
+def handle_tools_list(params):
+    log_event("call", method="tools/list")
+    return {"tools": [definition for definition, _ in TOOLS.values()]}
+
+
+def handle_tools_call(params):
+    name = params.get("name")
+    log_event("call", method="tools/call", tool=name)
+    if name not in TOOLS:
+        raise ToolFailure(INVALID_PARAMS, f"Unknown tool {name!r}")
+    definition, handler = TOOLS[name]
+    args = params.get("arguments") or {}
+    problem = argument_problem(definition, args)
+    if problem:
+        return {"content": [{"type": "text", "text": problem}], "isError": True}
+    return handler(args)
+
+
+METHODS = {
+    "initialize": handle_initialize,
+    "ping": lambda params: {},
+    "tools/list": handle_tools_list,
+    "tools/call": handle_tools_call,
+}
+
+TOOLS = {}
+
+
+def answer(message):
+    """Handles one parsed message; returns the response dict, or None for notifications."""
+    if not isinstance(message, dict) or "method" not in message:
+        return None  # responses from the client and junk without a method get no answer
+    if "id" not in message:
+        return None  # notifications/initialized, notifications/cancelled, ...
+    request_id = message["id"]
+    method = message["method"]
+    handler = METHODS.get(method)
+    if handler is None:
+        return error(request_id, METHOD_NOT_FOUND, f"Method not found: {method}")
+    params = message.get("params") or {}
+    try:
+        result = handler(params)
+    except ToolFailure as exc:
+        return error(request_id, exc.code, exc.message)
+    return {"jsonrpc": "2.0", "id": request_id, "result": result}
+
+
+def error(request_id, code, message):
+    return {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
+
+
+def serve():
+    global STDOUT_OPEN
+    mode = OPTIONS.mode
+    stdin = sys.stdin.buffer
+    for raw in iter(stdin.readline, b""):
+        if mode == "never-initialize":
+            continue
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            send({"jsonrpc": "2.0", "id": None, "error": {"code": PARSE_ERROR, "message": "Parse error"}})
+            continue
+        response = answer(message)
+        if response is not None:
+            send(response)
+        if mode == "close-stdout" and isinstance(message, dict) and message.get("method") == "initialize":
+            sys.stdout.flush()
+            os.close(1)
+            STDOUT_OPEN = False
+            sleep_forever()
+    if mode == "ignore-sigterm":
+        sleep_forever()
+
+
+def main(argv):
+    global OPTIONS, TOOLS
+    OPTIONS = Options(argv)
+    if OPTIONS.grandchild:
+        sleep_forever()
+    TOOLS = build_tools(OPTIONS.tools_extra)
+    log_event("start", mode=OPTIONS.mode)
+    mode = OPTIONS.mode
+    if mode == "exit-at-once":
+        sys.stderr.write("fault_server: exiting at once as asked\n")
+        sys.stderr.flush()
+        os._exit(1)
+    if mode == "ignore-sigterm":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if mode == "grandchild":
+        spawn_grandchild()
+    if mode == "flood-stderr":
+        chunk = "flood " * 170 + "\n"  # about 1 KB
+        for _ in range(1024):
+            sys.stderr.write(chunk)
+        sys.stderr.flush()
+    if mode == "banner":
+        write_raw("fault_server banner: starting up\n")
+        write_raw("\n")
+    serve()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,225 @@
+"""Access decisions: which agent may reach which server and tool.
+
+Pure functions over a RulesConfig: no I/O, no logging, no clocks, so every decision can be
+tested as a table and audited by reading this file alone.
+
+Precedence, for server names and again for tool names:
+
+    1. explicit deny     a pattern without '*' equal to the name
+    2. explicit allow
+    3. wildcard deny     '*', 'prefix*' or '*suffix' matching the name
+    4. wildcard allow
+    5. default deny
+
+Every Decision names the rule that produced it as a path into the rules file, so a denial
+can tell the agent (and the audit log) exactly which line to change.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from . import errors
+from .model import AgentRules, RulesConfig
+
+# An explicit ASCII class with fullmatch: `\w` would admit Unicode letters (a Cyrillic 'а'
+# looks exactly like a Latin 'a'), and `$` would accept a trailing newline.
+AGENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+
+# The rule named when nothing matched.
+DEFAULT_DENY = "default-deny"
+
+WILDCARD = "*"
+ALL_SERVERS_KEY = "*"  # the allow.tools / deny.tools key that applies to every server
+
+# Long or hostile ids are shortened before they are quoted back in an error message.
+_MAX_QUOTED = 80
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str  # e.g. "agents.backend.deny.tools.postgres[0]", or DEFAULT_DENY
+
+
+# ---------------------------------------------------------------------------- patterns
+
+
+def is_valid_agent_id(agent_id: object) -> bool:
+    return isinstance(agent_id, str) and AGENT_ID_PATTERN.fullmatch(agent_id) is not None
+
+
+def is_valid_pattern(pattern: str) -> bool:
+    """'*', 'prefix*', '*suffix' or a non-empty exact name; '*' anywhere else is refused."""
+    if not isinstance(pattern, str) or not pattern:
+        return False
+    if pattern == WILDCARD:
+        return True
+    body = pattern
+    if body.startswith(WILDCARD):
+        body = body[1:]
+    elif body.endswith(WILDCARD):
+        body = body[:-1]
+    return bool(body) and WILDCARD not in body
+
+
+def is_wildcard(pattern: str) -> bool:
+    return WILDCARD in pattern
+
+
+def matches(pattern: str, name: str) -> bool:
+    """Case-sensitive match; only a leading or trailing '*' is special, nothing else is."""
+    if pattern == WILDCARD:
+        return True
+    if pattern.endswith(WILDCARD):
+        return name.startswith(pattern[:-1])
+    if pattern.startswith(WILDCARD):
+        return name.endswith(pattern[1:])
+    return name == pattern
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class _PatternList:
+    """Patterns at one place in the rules file, e.g. agents.a.deny.tools.*."""
+
+    path: str
+    patterns: tuple[str, ...]
+
+
+def _first_match(lists: Iterable[_PatternList], name: str, *, explicit: bool) -> str | None:
+    """Rule path of the first explicit (or the first wildcard) pattern matching `name`."""
+    for plist in lists:
+        for index, pattern in enumerate(plist.patterns):
+            if is_wildcard(pattern) == explicit:
+                continue
+            if matches(pattern, name):
+                return f"{plist.path}[{index}]"
+    return None
+
+
+def _apply_precedence(
+    deny: list[_PatternList], allow: list[_PatternList], name: str
+) -> Decision | None:
+    """Levels 1-4 of the precedence; None when no pattern matched at all."""
+    levels = ((deny, True, False), (allow, True, True), (deny, False, False), (allow, False, True))
+    for lists, explicit, allowed in levels:
+        rule = _first_match(lists, name, explicit=explicit)
+        if rule is not None:
+            return Decision(allowed=allowed, rule=rule)
+    return None
+
+
+def _agent_path(agent_id: str) -> str:
+    return f"agents.{agent_id}"
+
+
+def decide_server(rules: RulesConfig, agent_id: str, server: str) -> Decision:
+    agent = rules.agents.get(agent_id)
+    if agent is None:
+        return Decision(allowed=False, rule=DEFAULT_DENY)
+    base = _agent_path(agent_id)
+    deny = [_PatternList(f"{base}.deny.servers", agent.deny_servers)]
+    allow = [_PatternList(f"{base}.allow.servers", agent.allow_servers)]
+    return _apply_precedence(deny, allow, server) or Decision(allowed=False, rule=DEFAULT_DENY)
+
+
+def _tool_lists(
+    tools: Mapping[str, tuple[str, ...]], path: str, server: str
+) -> list[_PatternList]:
+    """The lists that apply to `server`: its own key first, then the every-server key."""
+    keys = [server] if server == ALL_SERVERS_KEY else [server, ALL_SERVERS_KEY]
+    return [_PatternList(f"{path}.{key}", tools[key]) for key in keys if key in tools]
+
+
+def decide_tool(rules: RulesConfig, agent_id: str, server: str, tool: str) -> Decision:
+    server_decision = decide_server(rules, agent_id, server)
+    if not server_decision.allowed:
+        return server_decision
+    agent: AgentRules = rules.agents[agent_id]
+    base = _agent_path(agent_id)
+    deny = _tool_lists(agent.deny_tools, f"{base}.deny.tools", server)
+    allow = _tool_lists(agent.allow_tools, f"{base}.allow.tools", server)
+    decided = _apply_precedence(deny, allow, tool)
+    if decided is not None:
+        return decided
+    if not allow:
+        # No tool allow-list for this server: allowing the server allows its tools.
+        return server_decision
+    return Decision(allowed=False, rule=DEFAULT_DENY)
+
+
+# ---------------------------------------------------------------------------- identity
+
+
+def _quote(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."
+
+
+def _require_defined(
+    rules: RulesConfig, agent_id: str, error: type[errors.GatewayError], message: str
+) -> str:
+    if agent_id not in rules.agents:
+        raise error(message)
+    return agent_id
+
+
+def resolve_agent(
+    rules: RulesConfig,
+    requested: str | None,
+    *,
+    default_agent: str | None,
+    pinned: str | None,
+) -> str:
+    """The agent a call acts as. Fails closed: a bad id never falls back to a default."""
+    if pinned is not None:
+        return _resolve_pinned(rules, requested, pinned)
+    if requested is not None:
+        return _resolve_requested(rules, requested)
+    return _resolve_fallback(rules, default_agent)
+
+
+def _resolve_pinned(rules: RulesConfig, requested: str | None, pinned: str) -> str:
+    if requested is not None and requested != pinned:
+        raise errors.InvalidAgentId(
+            f"This gateway is pinned to agent {_quote(pinned)}; agent_id {_quote(requested)} is refused"
+        )
+    return _require_defined(
+        rules, pinned, errors.InvalidAgentId,
+        f"This gateway is pinned to agent {_quote(pinned)}, which is not defined in the rules",
+    )
+
+
+def _resolve_requested(rules: RulesConfig, requested: object) -> str:
+    if not isinstance(requested, str) or not is_valid_agent_id(requested):
+        raise errors.InvalidAgentId(
+            f"agent_id {_quote(requested)} is not valid: use only letters, digits, '_', '.', '-'"
+        )
+    return _require_defined(
+        rules, requested, errors.InvalidAgentId,
+        f"agent_id {_quote(requested)} is not defined in the gateway rules",
+    )
+
+
+def _resolve_fallback(rules: RulesConfig, default_agent: str | None) -> str:
+    if rules.deny_on_missing_agent:
+        raise errors.InvalidAgentId(
+            "agent_id is required: the gateway rules set deny_on_missing_agent, so pass agent_id"
+        )
+    if default_agent is not None:
+        return _require_defined(
+            rules, default_agent, errors.FallbackAgentNotInRules,
+            f"GATEWAY_DEFAULT_AGENT names agent {_quote(default_agent)}, "
+            "which is not defined in the gateway rules",
+        )
+    if "default" in rules.agents:
+        return "default"
+    raise errors.NoFallbackConfigured(
+        "agent_id was not given and no fallback is configured: pass agent_id, "
+        "set GATEWAY_DEFAULT_AGENT, or define an agent named 'default' in the rules"
+    )

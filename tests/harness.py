@@ -12,7 +12,7 @@ Two ways to talk to an MCP stdio server:
 Plus the small tools around them: free ports, /proc scans for tagged processes, config
 directories, and the entries that launch the test servers in tests/servers/.
 
-Every wait here has a limit. Polls (ports, /proc) go through `_poll_until`, the one place
+Every wait here has a limit. Polls (ports, /proc) go through `wait_until`, the one place
 that pauses between attempts; everything else waits on a queue, a future or a thread join.
 """
 
@@ -63,7 +63,7 @@ _POLL_INTERVAL = 0.02
 # ---------------------------------------------------------------------------- polling
 
 
-def _poll_until(predicate: Callable[[], Any], timeout: float) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float) -> Any:
     """Calls `predicate` until it returns something truthy or `timeout` runs out.
 
     Returns the last value either way; the caller decides what a falsy one means.
@@ -101,7 +101,7 @@ def wait_for_port(port: int, timeout: float = 10, process: subprocess.Popen | No
         except OSError:
             return False
 
-    if not _poll_until(accepting, timeout):
+    if not wait_until(accepting, timeout):
         raise TimeoutError(f"Nothing accepted connections on port {port} within {timeout} s")
 
 
@@ -138,7 +138,7 @@ def wait_no_tagged(tag: str, timeout: float = 5.0) -> list[int]:
         survivors[:] = tagged_pids(tag)
         return not survivors
 
-    _poll_until(none_left, timeout)
+    wait_until(none_left, timeout)
     return survivors
 
 

@@ -303,7 +303,7 @@ def test_a_cancelled_call_gets_no_answer_and_its_process_is_stopped(config_dir, 
         raw.send({"jsonrpc": "2.0", "id": "slow", "method": "tools/call", "params": {
             "name": "execute_tool",
             "arguments": {"agent_id": "dev", "server": "tools", "tool": "sleep", "args": {"seconds": 60}}}})
-        assert harness._poll_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
+        assert harness.wait_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
         raw.notify("notifications/cancelled", {"requestId": "slow", "reason": "user stopped"})
         assert harness.wait_no_tagged(tag) == []
         pong = raw.request("ping", {})

@@ -63,16 +63,21 @@ def _show(out: TextIO, title: str, value: Any) -> None:
     out.write(f"\n== {title}\n{json.dumps(value, indent=2, ensure_ascii=False)}\n")
 
 
-def _call(client: StdioClient, out: TextIO, title: str, tool: str, arguments: dict[str, Any]) -> dict[str, Any]:
+def _call(client: StdioClient, out: TextIO, title: str, tool: str, arguments: dict[str, Any],
+          whole: bool = False) -> dict[str, Any]:
+    """One tools/call; shows the structured answer, or with `whole` the entire result."""
     out.write(f"\n-> tools/call {tool} {json.dumps(arguments)}")
     response = client.request("tools/call", {"name": tool, "arguments": arguments})
-    result = response.get("result", response.get("error"))
-    _show(out, title, result.get("structuredContent", result) if isinstance(result, dict) else result)
+    if "error" in response:
+        raise RuntimeError(f"The gateway refused {tool}: {response['error'].get('message')}")
+    result = response["result"]
+    _show(out, title, result if whole else result.get("structuredContent", result))
     return result
 
 
 def run(gateway: Path, mcp_path: Path, rules_path: Path, out: TextIO) -> int:
-    command = [sys.executable, str(gateway), "--mcp-config", str(mcp_path), "--rules", str(rules_path)]
+    command = [sys.executable, str(gateway), "--mcp-config", str(mcp_path), "--rules", str(rules_path),
+               "--log-level", "WARNING"]  # keep the gateway's routine stderr out of the transcript
     out.write("Starting the gateway as an MCP client would:\n  " + " ".join(command) + "\n")
     client = StdioClient(command)
     try:
@@ -83,17 +88,17 @@ def run(gateway: Path, mcp_path: Path, rules_path: Path, out: TextIO) -> int:
         })["result"]
         client.notify("notifications/initialized")
         _show(out, "initialize: the gateway answers", {k: init[k] for k in ("protocolVersion", "serverInfo")})
-        tools = client.request("tools/list", {})["result"]["tools"]
-        size = len(json.dumps(tools, separators=(",", ":")))
+        listing = client.request("tools/list", {})["result"]
+        size = len(json.dumps(listing, separators=(",", ":")))
         out.write(f"\n== tools/list: what every agent pays for in context\n"
-                  f"{[t['name'] for t in tools]}: {size} characters, about {size // 4} tokens\n")
+                  f"{[t['name'] for t in listing['tools']]}: {size} characters, about {size // 4} tokens\n")
         servers = _call(client, out, "list_servers", "list_servers", {})
         first = servers["structuredContent"]["servers"][0]["name"]
         listed = _call(client, out, f"get_server_tools on {first!r}", "get_server_tools", {"server": first})
         names = [t["name"] for t in listed["structuredContent"]["tools"]]
         out.write(f"\n(the agent may call: {', '.join(names)})\n")
         _call(client, out, "execute_tool add(2, 3): the downstream result, unchanged",
-              "execute_tool", {"server": first, "tool": "add", "args": {"a": 2, "b": 3}})
+              "execute_tool", {"server": first, "tool": "add", "args": {"a": 2, "b": 3}}, whole=True)
         _call(client, out, "execute_tool delete_all_notes: refused by the rules",
               "execute_tool", {"server": first, "tool": "delete_all_notes", "args": {}})
     finally:

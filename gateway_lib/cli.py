@@ -93,7 +93,8 @@ def _config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tu
     found_mcp, found_rules = find_config_paths(environ, Path.cwd(), Path.home(), BUNDLED_CONFIG)
     mcp_path = Path(options.mcp_config) if options.mcp_config else found_mcp
     rules_path = Path(options.rules) if options.rules else found_rules
-    return mcp_path.resolve(), rules_path.resolve()
+    # Absolute but not resolved: the watcher must see a symlinked config retargeted.
+    return Path(os.path.abspath(mcp_path)), Path(os.path.abspath(rules_path))
 
 
 def _configure_logging(level_name: str) -> None:

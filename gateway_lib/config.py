@@ -67,7 +67,9 @@ def load_servers(path: str, environ: Mapping[str, str]) -> ServersConfig:
     problems += schema_problems(document, MCP_CONFIG_SCHEMA, explained)
     problems += semantic
     _finish(problems)
-    config_dir = Path(os.path.abspath(path)).parent
+    # The folder of the file itself: a symlinked .mcp.json keeps the meaning of its relative
+    # cwd wherever the link lives.
+    config_dir = Path(os.path.realpath(path)).parent
     servers = {
         name: _build_server(name, entry, environ, config_dir)
         for name, entry in document.data["mcpServers"].items()

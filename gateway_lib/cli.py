@@ -120,9 +120,11 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdout
     from .methods import McpProtocol
     from .metrics import Metrics
+    from .reload import Reloader
     from .rpc import Endpoint
     from .slots import ServerSlots
     from .tools import DEFAULT_TIMEOUT_MS, GatewayTools, ToolSettings
+    from .watcher import DEFAULT_DELAY_S, ConfigWatcher
 
     _configure_logging(_setting(options.log_level, environ, "GATEWAY_LOG_LEVEL", "INFO"))
     mcp_path, rules_path = _config_paths(options, environ)
@@ -152,7 +154,13 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     downstream = Downstream(errlog=sys.stderr)
     ttl = _setting(options.tool_cache_ttl, environ, "GATEWAY_TOOL_CACHE_TTL", DEFAULT_TTL_S, float)
     catalog = ToolCatalog(downstream.list_tools, ttl_s=ttl)
-    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings)
+    reloader = Reloader(store, mcp_path, rules_path, environ, audit)
+    reloader.add_servers_listener(catalog.forget_missing)
+    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
+                         status_extra=lambda: {"reload_status": reloader.status()})
+    delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DELAY_S * 1000, int)
+    watcher = ConfigWatcher(reloader, delay_s=max(delay_ms, 0) / 1000)
+    watcher.start()
 
     wire = claim_stdout()
     protocol = McpProtocol(tools, on_initialized=downstream.preload)
@@ -177,11 +185,16 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     threading.Thread(target=read_until_eof, name="gateway-reader", daemon=True).start()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if hasattr(signal, "SIGHUP"):
+        # The handler only notes the request; the watcher's thread does the reloading.
+        signal.signal(signal.SIGHUP, lambda *_: watcher.request_reload())
     logger.info("Gateway %s serving on stdio%s", __version__, " (debug)" if settings.debug else "")
     while not stop.wait(1.0):
         pass
     logger.info("Shutting down")
+    watcher.stop()
     endpoint.shutdown(SHUTDOWN_GRACE_S)
+    watcher.join(SHUTDOWN_GRACE_S)
     downstream.shutdown(SHUTDOWN_GRACE_S)
     audit.close()
     return 0

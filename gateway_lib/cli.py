@@ -213,6 +213,9 @@ def run_check(options: argparse.Namespace, environ: Mapping[str, str], out: Text
         out.write(f"error: {problem}\n")
     for warning in warnings:
         out.write(f"warning: {warning}\n")
+    for path, flag, variable in ((mcp_path, "--mcp-config", "GATEWAY_MCP_CONFIG"), (rules_path, "--rules", "GATEWAY_RULES")):
+        if not path.exists():
+            out.write(f"hint: to check another file, give its path with {flag} PATH or {variable}\n")
     out.write(f"{len(problems)} error(s), {len(warnings)} warning(s)\n")
     return 1 if problems else 0
 

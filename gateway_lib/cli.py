@@ -93,7 +93,8 @@ def _config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tu
     found_mcp, found_rules = find_config_paths(environ, Path.cwd(), Path.home(), BUNDLED_CONFIG)
     mcp_path = Path(options.mcp_config) if options.mcp_config else found_mcp
     rules_path = Path(options.rules) if options.rules else found_rules
-    return mcp_path.resolve(), rules_path.resolve()
+    # Absolute but not resolved: the watcher must see a symlinked config retargeted.
+    return Path(os.path.abspath(mcp_path)), Path(os.path.abspath(rules_path))
 
 
 def _configure_logging(level_name: str) -> None:
@@ -119,9 +120,11 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdout
     from .methods import McpProtocol
     from .metrics import Metrics
+    from .reload import Reloader
     from .rpc import Endpoint
     from .slots import ServerSlots
     from .tools import DEFAULT_TIMEOUT_MS, GatewayTools, ToolSettings
+    from .watcher import DEFAULT_DELAY_S, ConfigWatcher
 
     _configure_logging(_setting(options.log_level, environ, "GATEWAY_LOG_LEVEL", "INFO"))
     mcp_path, rules_path = _config_paths(options, environ)
@@ -151,7 +154,13 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     downstream = Downstream(errlog=sys.stderr)
     ttl = _setting(options.tool_cache_ttl, environ, "GATEWAY_TOOL_CACHE_TTL", DEFAULT_TTL_S, float)
     catalog = ToolCatalog(downstream.list_tools, ttl_s=ttl)
-    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings)
+    reloader = Reloader(store, mcp_path, rules_path, environ, audit)
+    reloader.add_servers_listener(catalog.forget_missing)
+    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
+                         status_extra=lambda: {"reload_status": reloader.status()})
+    delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DELAY_S * 1000, int)
+    watcher = ConfigWatcher(reloader, delay_s=max(delay_ms, 0) / 1000)
+    watcher.start()
 
     wire = claim_stdout()
     protocol = McpProtocol(tools, on_initialized=downstream.preload)
@@ -176,11 +185,16 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     threading.Thread(target=read_until_eof, name="gateway-reader", daemon=True).start()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
+    if hasattr(signal, "SIGHUP"):
+        # The handler only notes the request; the watcher's thread does the reloading.
+        signal.signal(signal.SIGHUP, lambda *_: watcher.request_reload())
     logger.info("Gateway %s serving on stdio%s", __version__, " (debug)" if settings.debug else "")
     while not stop.wait(1.0):
         pass
     logger.info("Shutting down")
+    watcher.stop()
     endpoint.shutdown(SHUTDOWN_GRACE_S)
+    watcher.join(SHUTDOWN_GRACE_S)
     downstream.shutdown(SHUTDOWN_GRACE_S)
     audit.close()
     return 0
@@ -199,6 +213,9 @@ def run_check(options: argparse.Namespace, environ: Mapping[str, str], out: Text
         out.write(f"error: {problem}\n")
     for warning in warnings:
         out.write(f"warning: {warning}\n")
+    for path, flag, variable in ((mcp_path, "--mcp-config", "GATEWAY_MCP_CONFIG"), (rules_path, "--rules", "GATEWAY_RULES")):
+        if not path.exists():
+            out.write(f"hint: to check another file, give its path with {flag} PATH or {variable}\n")
     out.write(f"{len(problems)} error(s), {len(warnings)} warning(s)\n")
     return 1 if problems else 0
 

@@ -1,0 +1,267 @@
+"""The config watcher: its debouncer, and the file events it turns into reloads.
+
+The reloader here is a stand-in that reads the file when asked and reports what it read,
+so each test sees exactly which reloads happened, in order, and what they found.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+from pathlib import Path
+
+import pytest
+
+from gateway_lib.reload import GATEWAY_RULES, MCP_CONFIG
+from gateway_lib.watcher import ConfigWatcher, Debouncer, _Handler
+
+WAIT_S = 10  # bound on any one wait; generous, the machine is shared
+QUIET_S = 0.1  # the watchers here debounce faster than the gateway's 300 ms
+
+
+class RecordingReloader:
+    """Stands in for reload.Reloader: puts (kind, file text or None) on `reloads`."""
+
+    def __init__(self, mcp_path: Path, rules_path: Path):
+        self.paths = {MCP_CONFIG: str(mcp_path), GATEWAY_RULES: str(rules_path)}
+        self.reloads: queue.Queue = queue.Queue()
+        self.failures_left = 0
+
+    def reload_servers(self) -> bool:
+        return self._reload(MCP_CONFIG)
+
+    def reload_rules(self) -> bool:
+        return self._reload(GATEWAY_RULES)
+
+    def _reload(self, kind: str) -> bool:
+        path = Path(self.paths[kind])
+        self.reloads.put((kind, path.read_text(encoding="utf-8") if path.exists() else None))
+        if self.failures_left:
+            self.failures_left -= 1
+            raise RuntimeError("deliberate failure in the reloader")
+        return True
+
+    def next(self) -> tuple[str, str | None]:
+        return self.reloads.get(timeout=WAIT_S)
+
+
+@pytest.fixture
+def files(tmp_path):
+    mcp, rules = tmp_path / ".mcp.json", tmp_path / ".mcp-gateway-rules.json"
+    mcp.write_text("servers v1", encoding="utf-8")
+    rules.write_text("rules v1", encoding="utf-8")
+    return mcp, rules
+
+
+@pytest.fixture
+def start_watcher():
+    started = []
+
+    def start(reloader) -> ConfigWatcher:
+        watcher = ConfigWatcher(reloader, delay_s=QUIET_S)
+        watcher.start()
+        started.append(watcher)
+        return watcher
+
+    yield start
+    for watcher in started:
+        watcher.stop()
+        watcher.join(WAIT_S)
+
+
+@pytest.fixture
+def debouncers():
+    started = []
+
+    def start(flush, **options) -> Debouncer:
+        debouncer = Debouncer(flush, **options)
+        debouncer.start()
+        started.append(debouncer)
+        return debouncer
+
+    yield start
+    for debouncer in started:
+        debouncer.stop()
+        debouncer.join(WAIT_S)
+
+
+# --- the debouncer -------------------------------------------------------------------
+
+
+def test_a_burst_of_pushes_is_flushed_once(debouncers):
+    flushed: queue.Queue = queue.Queue()
+    debouncer = debouncers(flushed.put, delay_s=0.5)
+    for _ in range(20):
+        debouncer.push([MCP_CONFIG])
+    assert flushed.get(timeout=WAIT_S) == {MCP_CONFIG}
+    debouncer.push([GATEWAY_RULES])
+    # Had the burst given a second flush, it would come before this one.
+    assert flushed.get(timeout=WAIT_S) == {GATEWAY_RULES}
+
+
+def test_keys_pushed_together_are_flushed_together(debouncers):
+    flushed: queue.Queue = queue.Queue()
+    debouncer = debouncers(flushed.put, delay_s=0.5)
+    debouncer.push([MCP_CONFIG])
+    debouncer.push([GATEWAY_RULES])
+    assert flushed.get(timeout=WAIT_S) == {MCP_CONFIG, GATEWAY_RULES}
+
+
+def test_pushes_that_never_pause_are_still_flushed_by_the_maximum_delay(debouncers):
+    flushed: queue.Queue = queue.Queue()
+    debouncer = debouncers(flushed.put, delay_s=60, max_delay_s=0.3)
+    for _ in range(int(WAIT_S / 0.02)):
+        debouncer.push([MCP_CONFIG])
+        try:
+            assert flushed.get(timeout=0.02) == {MCP_CONFIG}
+            return
+        except queue.Empty:
+            continue
+    pytest.fail("Continuous pushes were never flushed")
+
+
+def test_an_immediate_push_does_not_wait_for_quiet(debouncers):
+    flushed: queue.Queue = queue.Queue()
+    debouncer = debouncers(flushed.put, delay_s=600)
+    debouncer.push([MCP_CONFIG, GATEWAY_RULES], immediate=True)
+    assert flushed.get(timeout=WAIT_S) == {MCP_CONFIG, GATEWAY_RULES}
+
+
+def test_a_flush_that_raises_does_not_stop_the_debouncer(debouncers):
+    flushed: queue.Queue = queue.Queue()
+
+    def flush(keys):
+        flushed.put(keys)
+        raise RuntimeError("deliberate failure in a flush")
+
+    debouncer = debouncers(flush, delay_s=0.01)
+    debouncer.push([MCP_CONFIG])
+    assert flushed.get(timeout=WAIT_S) == {MCP_CONFIG}
+    debouncer.push([GATEWAY_RULES])
+    assert flushed.get(timeout=WAIT_S) == {GATEWAY_RULES}
+    assert debouncer.is_alive()
+
+
+def test_stop_ends_the_thread_even_with_a_flush_pending(debouncers):
+    debouncer = debouncers(lambda keys: None, delay_s=600)
+    debouncer.push([MCP_CONFIG])
+    debouncer.stop()
+    debouncer.join(WAIT_S)
+    assert not debouncer.is_alive()
+
+
+# --- file events -------------------------------------------------------------------------
+
+
+def write_in_place(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as handle:  # truncate, then write, as most tools do
+        handle.write(text)
+
+
+def write_and_rename(path: Path, text: str) -> None:
+    temp = path.with_name(path.name + ".swp")
+    temp.write_text(text, encoding="utf-8")
+    os.replace(temp, path)
+
+
+def delete_and_recreate(path: Path, text: str) -> None:
+    path.unlink()
+    path.write_text(text, encoding="utf-8")
+
+
+@pytest.mark.parametrize("save", [write_in_place, write_and_rename, delete_and_recreate],
+                         ids=["in-place write", "temp file renamed over", "delete then re-create"])
+def test_every_way_of_saving_reloads_the_file_that_changed(files, start_watcher, save):
+    mcp, rules = files
+    reloader = RecordingReloader(mcp, rules)
+    start_watcher(reloader)
+    save(rules, "rules v2")
+    assert reloader.next() == (GATEWAY_RULES, "rules v2")
+    save(mcp, "servers v2")
+    assert reloader.next() == (MCP_CONFIG, "servers v2")
+
+
+def test_a_burst_of_writes_is_one_reload_that_sees_the_last_write(files, start_watcher):
+    mcp, rules = files
+    reloader = RecordingReloader(mcp, rules)
+    start_watcher(reloader)
+    for n in range(30):
+        write_in_place(rules, f"rules v{n}")
+    assert reloader.next() == (GATEWAY_RULES, "rules v29")
+    write_in_place(mcp, "servers v2")
+    assert reloader.next() == (MCP_CONFIG, "servers v2")
+
+
+def test_reading_the_files_does_not_trigger_reloads(files, start_watcher):
+    mcp, rules = files
+    reloader = RecordingReloader(mcp, rules)  # reads the file on every reload
+    start_watcher(reloader)
+    write_in_place(mcp, "servers v2")
+    assert reloader.next() == (MCP_CONFIG, "servers v2")
+    for _ in range(5):
+        mcp.read_text(encoding="utf-8")
+    write_in_place(rules, "rules v2")
+    # The servers file reloads first within a batch: a reload caused by reading would show.
+    assert reloader.next() == (GATEWAY_RULES, "rules v2")
+
+
+def test_other_files_in_the_directory_are_ignored(files, start_watcher):
+    mcp, rules = files
+    reloader = RecordingReloader(mcp, rules)
+    start_watcher(reloader)
+    write_in_place(mcp.with_name("notes.json"), "{}")
+    write_in_place(mcp.with_name(".mcp.json.bak"), "{}")
+    write_in_place(rules, "rules v2")
+    assert reloader.next() == (GATEWAY_RULES, "rules v2")
+
+
+def test_a_reloader_that_raises_does_not_stop_the_watcher(files, start_watcher):
+    mcp, rules = files
+    reloader = RecordingReloader(mcp, rules)
+    reloader.failures_left = 1
+    watcher = start_watcher(reloader)
+    write_in_place(rules, "rules v2")
+    assert reloader.next() == (GATEWAY_RULES, "rules v2")
+    write_in_place(rules, "rules v3")
+    assert reloader.next() == (GATEWAY_RULES, "rules v3")
+    assert watcher.is_alive()
+
+
+def test_an_event_handler_that_raises_never_reaches_the_observer():
+    def broken(event):
+        raise RuntimeError("deliberate failure in a handler")
+
+    _Handler(broken).dispatch(object())  # would raise into watchdog's thread otherwise
+
+
+def test_a_request_reloads_both_files_without_a_change(files, start_watcher):
+    mcp, rules = files
+    reloader = RecordingReloader(mcp, rules)
+    watcher = start_watcher(reloader)
+    watcher.request_reload()
+    assert {reloader.next(), reloader.next()} == {(MCP_CONFIG, "servers v1"), (GATEWAY_RULES, "rules v1")}
+
+
+def test_a_symlinked_config_reloads_when_its_target_or_the_link_changes(tmp_path, start_watcher):
+    link_dir, first_dir, second_dir = tmp_path / "project", tmp_path / "dotfiles", tmp_path / "other"
+    for directory in (link_dir, first_dir, second_dir):
+        directory.mkdir()
+    (first_dir / "rules.json").write_text("first v1", encoding="utf-8")
+    (second_dir / "rules.json").write_text("second v1", encoding="utf-8")
+    rules = link_dir / ".mcp-gateway-rules.json"
+    rules.symlink_to(first_dir / "rules.json")
+    mcp = link_dir / ".mcp.json"
+    mcp.write_text("servers v1", encoding="utf-8")
+    reloader = RecordingReloader(mcp, rules)
+    start_watcher(reloader)
+
+    write_in_place(first_dir / "rules.json", "first v2")  # edited where it really lives
+    assert reloader.next() == (GATEWAY_RULES, "first v2")
+
+    new_link = link_dir / "retarget.tmp"
+    new_link.symlink_to(second_dir / "rules.json")
+    os.replace(new_link, rules)  # what `ln -sfn` does
+    assert reloader.next() == (GATEWAY_RULES, "second v1")
+
+    write_and_rename(second_dir / "rules.json", "second v2")  # the new target is watched too
+    assert reloader.next() == (GATEWAY_RULES, "second v2")

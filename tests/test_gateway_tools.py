@@ -263,7 +263,14 @@ def test_a_server_that_crashes_mid_call_is_unavailable_and_leaves_nothing(config
         assert harness.wait_no_tagged(tag) == []
 
 
-def test_a_server_that_never_answers_initialize_times_out_at_the_deadline(config_dir, tag):
+# Promptness of a timeout is behaviour, not speed: a gateway that waited for the SDK's
+# close would answer a server that ignores stdin EOF and SIGTERM only after its two 2 s
+# grace periods (>= 4 s past the deadline). The margin below sits well between the two,
+# so load on the machine cannot make a prompt gateway fail, nor a late one pass.
+PROMPT_MARGIN_S = 3.0
+
+
+def test_a_server_that_never_answers_initialize_fails_by_the_deadline(config_dir, tag):
     config_dir.write({"tools": harness.fault_server(tag, "--mode", "never-initialize")}, RULES)
     with config_dir.gateway() as gw:
         started = time.monotonic()
@@ -271,19 +278,20 @@ def test_a_server_that_never_answers_initialize_times_out_at_the_deadline(config
                                                        "args": {"text": "x"}, "timeout_ms": 500}))
         elapsed = time.monotonic() - started
     assert error["code"] in (TIMEOUT, SERVER_UNAVAILABLE)
-    # The behaviour under test is promptness: without it the SDK's shutdown grace adds seconds.
-    assert elapsed < 0.5 + 1.5
+    assert elapsed < 0.5 + PROMPT_MARGIN_S
 
 
-def test_a_hanging_tool_times_out_at_the_deadline_and_its_process_is_gone(gateway, tag):
-    gateway.call_json("get_server_tools", {"agent_id": "dev", "server": "tools"})  # warm the catalog
-    started = time.monotonic()
-    error = error_of(gateway.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "sleep",
-                                                        "args": {"seconds": 60}, "timeout_ms": 500}))
-    elapsed = time.monotonic() - started
-    assert error["code"] == TIMEOUT
-    assert elapsed < 0.5 + 1.5  # promptness is the behaviour under test, not speed
-    assert harness.wait_no_tagged(tag) == []
+def test_a_hanging_tool_times_out_at_the_deadline_not_after_cleanup(config_dir, tag):
+    config_dir.write({"tools": harness.fault_server(tag, "--mode", "ignore-sigterm")}, RULES)
+    with config_dir.gateway() as gw:
+        gw.call_json("get_server_tools", {"agent_id": "dev", "server": "tools"})  # warm the catalog
+        started = time.monotonic()
+        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "sleep",
+                                                       "args": {"seconds": 60}, "timeout_ms": 500}))
+        elapsed = time.monotonic() - started
+        assert error["code"] == TIMEOUT
+        assert elapsed < 0.5 + PROMPT_MARGIN_S
+        assert harness.wait_no_tagged(tag, timeout=10) == []  # cleanup went on in the background
 
 
 def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(config_dir, tag):

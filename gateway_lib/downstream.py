@@ -196,25 +196,7 @@ class _Call:
             await self._reap()
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> Any:
-        spec = self.spec
-        if spec.transport == STDIO:
-            from mcp.client.stdio import StdioServerParameters, stdio_client
-
-            # The SDK gives the child only its minimal environment plus spec.env.
-            params = StdioServerParameters(command=spec.command, args=list(spec.args), env=dict(spec.env), cwd=spec.cwd)
-            return await stack.enter_async_context(stdio_client(params, errlog=self.errlog))
-        if spec.transport == HTTP:
-            import httpx2
-            from mcp.client.streamable_http import streamable_http_client
-
-            # No client-side timeouts: the caller's deadline bounds the whole call.
-            client = await stack.enter_async_context(httpx2.AsyncClient(headers=dict(spec.headers), timeout=None))
-            return await stack.enter_async_context(streamable_http_client(spec.url, http_client=client))
-        if spec.transport == SSE:
-            from mcp.client.sse import sse_client
-
-            return await stack.enter_async_context(sse_client(spec.url, headers=dict(spec.headers)))
-        raise ServerUnavailable(f"Server {spec.name!r} has an unknown transport {spec.transport!r}")
+        return await _open_transport(self.spec, self.errlog, stack)
 
     # Process cleanup. The SDK starts a stdio server with start_new_session=True, so the
     # server's pid is also its process-group id. Our loop class records the transport of
@@ -274,6 +256,28 @@ class _Call:
                 self.future.set_exception(exception)
             else:
                 self.future.set_result(result)
+
+
+async def _open_transport(spec: ServerSpec, errlog: TextIO, stack: contextlib.AsyncExitStack) -> Any:
+    """Enter the transport of `spec` on `stack`; returns its (read, write) streams."""
+    if spec.transport == STDIO:
+        from mcp.client.stdio import StdioServerParameters, stdio_client
+
+        # The SDK gives the child only its minimal environment plus spec.env.
+        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=dict(spec.env), cwd=spec.cwd)
+        return await stack.enter_async_context(stdio_client(params, errlog=errlog))
+    if spec.transport == HTTP:
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        # No client-side timeouts: the caller's deadline bounds the whole call.
+        client = await stack.enter_async_context(httpx2.AsyncClient(headers=dict(spec.headers), timeout=None))
+        return await stack.enter_async_context(streamable_http_client(spec.url, http_client=client))
+    if spec.transport == SSE:
+        from mcp.client.sse import sse_client
+
+        return await stack.enter_async_context(sse_client(spec.url, headers=dict(spec.headers)))
+    raise ServerUnavailable(f"Server {spec.name!r} has an unknown transport {spec.transport!r}")
 
 
 def _translate(call: _Call, exc: BaseException) -> BaseException:

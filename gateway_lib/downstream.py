@@ -141,7 +141,53 @@ class Downstream:
                 self._calls.discard(call)
 
 
-class _Call:
+class _LoopProcesses:
+    """Process cleanup for whatever owns an event loop that spawned stdio servers.
+
+    The owner sets `spec` and `_loop` (a `_loop_class()` instance, None until created).
+    """
+
+    # The SDK starts a stdio server with start_new_session=True, so the server's pid is
+    # also its process-group id. Our loop class records the transport of every process
+    # spawned in the loop (the SDK spawns via loop.subprocess_exec), so once the session
+    # has closed, however it ended, we SIGKILL each whole group. The SDK kills the group
+    # only when the server outlives its stdin by 2 s, so without this a grandchild that
+    # ignores stdin would survive a server that exits promptly.
+    # We then wait, bounded, until the loop's child watcher has reaped the server itself.
+
+    spec: ServerSpec
+    _loop: Any
+
+    async def _reap(self) -> None:
+        import anyio
+
+        self.kill_groups()
+        with anyio.move_on_after(_REAP_S, shield=True):
+            for transport in self._loop.spawned:
+                while transport.get_returncode() is None:
+                    await anyio.sleep(0.01)
+
+    def kill_groups(self) -> None:
+        """SIGKILL every process group started in this loop; safe from any thread."""
+        loop = self._loop
+        for transport in loop.spawned if loop is not None else ():
+            try:
+                os.killpg(transport.get_pid(), signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # the whole group is already gone
+            except PermissionError:
+                log.warning("Server %r: no permission to kill process group %s", self.spec.name, transport.get_pid())
+
+    def exit_status(self) -> str | None:
+        """How the (first) server process ended, for error messages; None if unknown."""
+        spawned = self._loop.spawned if self._loop is not None else []
+        code = spawned[0].get_returncode() if spawned else None
+        if code is None:
+            return None
+        return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+
+class _Call(_LoopProcesses):
     """One session: its thread, its event loop, and every process started in that loop."""
 
     def __init__(self, spec: ServerSpec, method: str, work: Callable[[Any], Awaitable[Any]], errlog: TextIO):
@@ -197,42 +243,6 @@ class _Call:
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> Any:
         return await _open_transport(self.spec, self.errlog, stack)
-
-    # Process cleanup. The SDK starts a stdio server with start_new_session=True, so the
-    # server's pid is also its process-group id. Our loop class records the transport of
-    # every process spawned in this call's loop (the SDK spawns via loop.subprocess_exec),
-    # so once the session has closed, however it ended, we SIGKILL each whole group. The
-    # SDK kills the group only when the server outlives its stdin by 2 s, so without this a
-    # grandchild that ignores stdin would survive a server that exits promptly.
-    # We then wait, bounded, until the loop's child watcher has reaped the server itself.
-
-    async def _reap(self) -> None:
-        import anyio
-
-        self.kill_groups()
-        with anyio.move_on_after(_REAP_S, shield=True):
-            for transport in self._loop.spawned:
-                while transport.get_returncode() is None:
-                    await anyio.sleep(0.01)
-
-    def kill_groups(self) -> None:
-        """SIGKILL every process group started by this call; safe from any thread."""
-        loop = self._loop
-        for transport in loop.spawned if loop is not None else ():
-            try:
-                os.killpg(transport.get_pid(), signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # the whole group is already gone
-            except PermissionError:
-                log.warning("Server %r: no permission to kill process group %s", self.spec.name, transport.get_pid())
-
-    def exit_status(self) -> str | None:
-        """How the (first) server process ended, for error messages; None if unknown."""
-        spawned = self._loop.spawned if self._loop is not None else []
-        code = spawned[0].get_returncode() if spawned else None
-        if code is None:
-            return None
-        return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
 
     def abort(self, error: BaseException) -> None:
         """Settle the Future with `error` now; the session unwinds in the background."""

@@ -579,14 +579,23 @@ class _KeptSession(_LoopProcesses):
                 await self._stop.wait()
 
     async def _end_calls(self) -> None:
-        """Cancel calls still running (each tells the server), waiting a little for them."""
+        """End the calls still running, waiting a little for them.
+
+        Closed on purpose: cancel them (each tells the server). Closed because the
+        process exited: let them fail on their own with the connection, so their
+        callers learn what happened; cancel only those still waiting after the drain.
+        """
         import asyncio
 
         tasks = list(self._tasks)
-        for task in tasks:
+        if not tasks:
+            return
+        if self.closed_on_purpose:
+            for task in tasks:
+                task.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=_DRAIN_S)
+        for task in pending:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_DRAIN_S)
 
     async def _serve(self, method: str, work: Callable[[Any], Awaitable[Any]], sent: threading.Event) -> Any:
         import asyncio

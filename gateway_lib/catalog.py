@@ -37,8 +37,14 @@ class ToolCatalog:
         self._lock = threading.Lock()
         self._fill_locks: dict[str, threading.Lock] = {}
 
-    def tools(self, spec: ServerSpec, timeout_s: float, cancel: threading.Event, refresh: bool = False) -> list[dict]:
-        """The server's tool list, from cache when fresh; one fetch at a time per server."""
+    def tools(
+        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event, refresh: bool = False, agent: str | None = None
+    ) -> list[dict]:
+        """The server's tool list, from cache when fresh; one fetch at a time per server.
+
+        A fetch runs on behalf of `agent` (a kept-alive server lists on that agent's own
+        session); the list it gets is the server's, cached for every agent.
+        """
         seen = self._fresh(spec)
         if seen is not None and not refresh:
             return seen.tools
@@ -46,16 +52,18 @@ class ToolCatalog:
             current = self._fresh(spec)
             if current is not None and current is not seen:
                 return current.tools  # another thread filled or refreshed it while we waited
-            tools = self._list_tools(spec, timeout_s, cancel)
+            tools = self._list_tools(spec, timeout_s, cancel, agent=agent)
             with self._lock:
                 self._entries[spec.name] = _Entry(spec, tools, self._clock())
             logger.debug("Cached %d tool(s) of server %r", len(tools), spec.name)
             return tools
 
-    def find(self, spec: ServerSpec, tool: str, timeout_s: float, cancel: threading.Event) -> dict | None:
+    def find(
+        self, spec: ServerSpec, tool: str, timeout_s: float, cancel: threading.Event, agent: str | None = None
+    ) -> dict | None:
         """The definition of `tool`, refreshing once when the cached list does not know it."""
         for refresh in (False, True):
-            for definition in self.tools(spec, timeout_s, cancel, refresh=refresh):
+            for definition in self.tools(spec, timeout_s, cancel, refresh=refresh, agent=agent):
                 if definition.get("name") == tool:
                     return definition
         return None

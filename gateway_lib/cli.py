@@ -156,6 +156,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     catalog = ToolCatalog(downstream.list_tools, ttl_s=ttl)
     reloader = Reloader(store, mcp_path, rules_path, environ, audit)
     reloader.add_servers_listener(catalog.forget_missing)
+    reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
     tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
                          status_extra=lambda: {"reload_status": reloader.status()})
     delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DELAY_S * 1000, int)

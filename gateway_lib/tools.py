@@ -225,7 +225,7 @@ class GatewayTools:
         if pattern is not None and not policy.is_valid_pattern(pattern):
             raise InvalidParams(f"pattern {pattern!r} is not allowed: use '*', 'prefix*', '*suffix' or an exact name")
         wanted = _split_names(arguments.get("names"))
-        tools = self._catalog.tools(spec, self._timeout_s(spec, None), cancel)
+        tools = self._catalog.tools(spec, self._timeout_s(spec, None), cancel, agent=record.agent)
         permitted = [t for t in tools if policy.decide_tool(snapshot.rules, record.agent, server, t["name"]).allowed]
         chosen = [
             t for t in permitted
@@ -261,12 +261,14 @@ class GatewayTools:
         spec = self._defined_server(snapshot, server)
         timeout_s = self._timeout_s(spec, arguments.get("timeout_ms"))
         deadline = time.monotonic() + timeout_s
-        definition = self._catalog.find(spec, tool, timeout_s, cancel)
+        definition = self._catalog.find(spec, tool, timeout_s, cancel, agent=record.agent)
         if definition is None:
             raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
         self._check_downstream_arguments(spec, definition, args)
         with self._slots.hold(spec, deadline, cancel):
-            result = self._downstream.call_tool(spec, tool, args, max(deadline - time.monotonic(), 0.001), cancel)
+            result = self._downstream.call_tool(
+                spec, tool, args, max(deadline - time.monotonic(), 0.001), cancel, agent=record.agent
+            )
         if result.get("isError"):
             record.outcome = "tool_error"
         return result
@@ -301,7 +303,7 @@ class GatewayTools:
             "available_servers": sorted(snapshot.servers.servers),
             "warnings": list(snapshot.warnings),
             "metrics": self._metrics.snapshot(),
-            "downstream": {"live_sessions": self._downstream.live_sessions},
+            "downstream": self._downstream.status(),
         }
         status.update(self._status_extra())
         return object_result(status)

@@ -12,8 +12,9 @@ Usage:
                    scanning /proc/*/cmdline for it, grandchildren included.
 --log FILE         append one JSON line per event: {"event": "start", "pid": ...}
                    at start, {"event": "call", "method": "tools/list", ...} per
-                   listing and {"event": "call", "method": "tools/call",
-                   "tool": NAME, ...} per call.
+                   listing, {"event": "call", "method": "tools/call",
+                   "tool": NAME, ...} per call and {"event": "notification",
+                   "method": ..., "request_id": ...} per notification received.
 --mode MODE        start behaviour, one of:
                      normal           serve until stdin closes
                      exit-at-once     exit with status 1 before reading anything
@@ -383,6 +384,8 @@ def answer(message):
     if not isinstance(message, dict) or "method" not in message:
         return None  # responses from the client and junk without a method get no answer
     if "id" not in message:
+        params = message.get("params") if isinstance(message.get("params"), dict) else {}
+        log_event("notification", method=message["method"], request_id=params.get("requestId"))
         return None  # notifications/initialized, notifications/cancelled, ...
     request_id = message["id"]
     method = message["method"]

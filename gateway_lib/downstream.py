@@ -71,9 +71,7 @@ class Downstream:
         self, spec: ServerSpec, tool: str, arguments: dict, timeout_s: float, cancel: threading.Event | None = None
     ) -> dict:
         async def work(session: Any) -> dict:
-            result = _wire(await session.call_tool(tool, arguments))
-            result.pop("resultType", None)  # 2026-only; older clients do not expect it
-            return result
+            return await _send_call(session, tool, arguments)
 
         return self._run(spec, "tools/call", work, timeout_s, cancel)
 
@@ -347,6 +345,22 @@ def _safe_url(url: str | None) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+async def _send_call(session: Any, tool: str, arguments: dict) -> dict:
+    """One tools/call request, one round trip; the result goes back as the server gave it.
+
+    Not `ClientSession.call_tool`: on a session that has not listed tools it first sends
+    its own tools/list to check structuredContent against the tool's outputSchema. That is
+    a second round trip on every short-lived session, and a check the gateway's client
+    makes itself if it wants to. `send_request` still checks the result's shape.
+    """
+    from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult
+
+    request = CallToolRequest(params=CallToolRequestParams(name=tool, arguments=arguments))
+    result = _wire(await session.send_request(request, CallToolResult))
+    result.pop("resultType", None)  # 2026-only; older clients do not expect it
+    return result
 
 
 def _wire(model: Any) -> dict:

@@ -53,24 +53,37 @@ class Downstream:
     def list_tools(
         self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None
     ) -> list[dict]:
-        async def work(session: Any) -> list[dict]:
-            from mcp_types import PaginatedRequestParams
-
-            tools: list[dict] = []
-            cursor = None
-            while True:
-                page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
-                tools += [_wire(tool) for tool in page.tools]
-                cursor = page.next_cursor
-                if not cursor:
-                    return tools
-
-        return self._run(spec, "tools/list", work, timeout_s, cancel)
+        return self._run(spec, "tools/list", _list_all, timeout_s, cancel)
 
     def call_tool(
         self, spec: ServerSpec, tool: str, arguments: dict, timeout_s: float, cancel: threading.Event | None = None
     ) -> dict:
         async def work(session: Any) -> dict:
+            return await _send_call(session, tool, arguments)
+
+        return self._run(spec, "tools/call", work, timeout_s, cancel)
+
+    def list_and_call_tool(
+        self,
+        spec: ServerSpec,
+        tool: str,
+        arguments: dict,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        *,
+        check: Callable[[list[dict]], None],
+    ) -> dict:
+        """List the server's tools, pass them to `check`, then call `tool`: one session.
+
+        For a call the tool cache cannot vouch for (empty, expired, or not knowing the
+        tool), this costs one server start-up where list_tools + call_tool would cost two.
+        `check` runs on the session's thread between the two requests: it fills the cache
+        and raises a GatewayError (no such tool, arguments that break the schema) to close
+        the session without calling.
+        """
+
+        async def work(session: Any) -> dict:
+            check(await _list_all(session))
             return await _send_call(session, tool, arguments)
 
         return self._run(spec, "tools/call", work, timeout_s, cancel)
@@ -345,6 +358,20 @@ def _safe_url(url: str | None) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+async def _list_all(session: Any) -> list[dict]:
+    """Every tool of the session's server, following pagination cursors."""
+    from mcp_types import PaginatedRequestParams
+
+    tools: list[dict] = []
+    cursor = None
+    while True:
+        page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        tools += [_wire(tool) for tool in page.tools]
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
 
 
 async def _send_call(session: Any, tool: str, arguments: dict) -> dict:

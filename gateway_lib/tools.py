@@ -316,7 +316,7 @@ class GatewayTools:
             "available_servers": sorted(snapshot.servers.servers),
             "warnings": list(snapshot.warnings),
             "metrics": self._metrics.snapshot(),
-            "downstream": {"live_sessions": self._downstream.live_sessions},
+            "downstream": {"live_sessions": self._downstream.live_sessions, "queued_calls": self._slots.waiting},
         }
         status.update(self._status_extra())
         return object_result(status)

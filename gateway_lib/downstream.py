@@ -2,7 +2,8 @@
 
 Every call opens its own session in its own event loop on its own thread, and the
 calling worker thread waits on a Future with the call's deadline. At the deadline (or
-on cancellation) the worker raises at once and the session unwinds in the background.
+on cancellation) the worker raises at once and the session unwinds in the background;
+a result is handed back as soon as it arrives, and the session closes in the background too.
 
 `mcp` and `asyncio` are imported inside functions: `import mcp` costs most of a second,
 and the gateway must answer `initialize` before that (see `Downstream.preload`).
@@ -56,12 +57,23 @@ class Downstream:
         return self._run(spec, "tools/list", _list_all, timeout_s, cancel)
 
     def call_tool(
-        self, spec: ServerSpec, tool: str, arguments: dict, timeout_s: float, cancel: threading.Event | None = None
+        self,
+        spec: ServerSpec,
+        tool: str,
+        arguments: dict,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        *,
+        on_closed: Callable[[], None] | None = None,
     ) -> dict:
+        """Call `tool` on a fresh session. The result comes back as soon as it arrives;
+        the session closes afterwards, and `on_closed` (if given) is called exactly once
+        when it has, on every path: the caller's hold on a server slot lasts until then."""
+
         async def work(session: Any) -> dict:
             return await _send_call(session, tool, arguments)
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel)
+        return self._run(spec, "tools/call", work, timeout_s, cancel, on_closed)
 
     def list_and_call_tool(
         self,
@@ -72,6 +84,7 @@ class Downstream:
         cancel: threading.Event | None = None,
         *,
         check: Callable[[list[dict]], None],
+        on_closed: Callable[[], None] | None = None,
     ) -> dict:
         """List the server's tools, pass them to `check`, then call `tool`: one session.
 
@@ -79,14 +92,14 @@ class Downstream:
         tool), this costs one server start-up where list_tools + call_tool would cost two.
         `check` runs on the session's thread between the two requests: it fills the cache
         and raises a GatewayError (no such tool, arguments that break the schema) to close
-        the session without calling.
+        the session without calling. `on_closed` is as for call_tool.
         """
 
         async def work(session: Any) -> dict:
             check(await _list_all(session))
             return await _send_call(session, tool, arguments)
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel)
+        return self._run(spec, "tools/call", work, timeout_s, cancel, on_closed)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Cancel every live session, kill its process groups, and join the threads (bounded)."""
@@ -115,16 +128,23 @@ class Downstream:
         work: Callable[[Any], Awaitable[Any]],
         timeout_s: float,
         cancel: threading.Event | None,
+        on_closed: Callable[[], None] | None = None,
     ) -> Any:
-        if spec.unusable:
-            raise ServerUnavailable(spec.unusable)
-        if cancel is not None and cancel.is_set():
-            raise RequestCancelled()
-        call = _Call(spec, method, work, self._errlog)
-        with self._lock:
-            if self._closed:
-                raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
-            self._calls.add(call)
+        try:
+            if spec.unusable:
+                raise ServerUnavailable(spec.unusable)
+            if cancel is not None and cancel.is_set():
+                raise RequestCancelled()
+            call = _Call(spec, method, work, self._errlog)
+            call.on_closed = on_closed
+            with self._lock:
+                if self._closed:
+                    raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
+                self._calls.add(call)
+        except BaseException:
+            if on_closed is not None:
+                on_closed()  # no session was started, so it is closed now
+            raise
         call.thread = threading.Thread(target=self._drive, args=(call,), name=f"downstream-{spec.name}", daemon=True)
         call.thread.start()
 
@@ -150,6 +170,11 @@ class Downstream:
         finally:
             with self._lock:
                 self._calls.discard(call)
+            if call.on_closed is not None:
+                try:
+                    call.on_closed()
+                except Exception:
+                    log.exception("on_closed of a %s session to %r failed", call.method, call.spec.name)
 
 
 class _Call:
@@ -163,6 +188,7 @@ class _Call:
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.phase = _STARTING
         self.thread: threading.Thread | None = None
+        self.on_closed: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._loop: Any = None
         self._scope: Any = None
@@ -201,7 +227,12 @@ class _Call:
                     session = await stack.enter_async_context(ClientSession(read, write))
                     await session.initialize()
                     self.phase = _READY
-                    return await self.work(session)
+                    result = await self.work(session)
+                    # Answer now. Closing (stdin EOF, then the server's own exit, which the
+                    # SDK waits up to 2 s for) takes 0.2-0.4 s for an SDK server and goes on
+                    # in this thread without keeping the caller waiting.
+                    self._settle(result=result)
+                    return result
             return None  # cancelled by abort(), which already settled the Future
         finally:
             await self._reap()

@@ -362,7 +362,7 @@ def test_http_transports_list_call_and_send_headers(downstream, sdk_server, tran
     assert echoed["content"] == [{"type": "text", "text": "over http"}]
     assert echoed["isError"] is False
     assert header["content"][0]["text"] == "k-123"
-    assert downstream.live_sessions == 0
+    assert wait_until(lambda: downstream.live_sessions == 0)  # sessions close after answering
 
 
 def test_http_connection_refused(downstream):
@@ -472,3 +472,27 @@ def test_list_and_call_tool_never_calls_when_the_check_refuses(downstream, tag, 
     assert logged(log, "start") == 1
     assert logged(log, "call", method="tools/call") == 0
     assert_no_process_left(tag)
+
+
+def test_a_result_comes_back_before_a_slow_closing_server_is_gone_and_on_closed_fires_once_after(downstream, tag, tmp_path):
+    # ignore-sigterm: the server keeps running after stdin closes, so closing the session
+    # takes the SDK's grace periods and a kill; the answer must not wait for that.
+    spec = ServerSpec(name="fault", transport="stdio", command=sys.executable,
+                      args=(str(SERVERS / "fault_server.py"), "--tag", tag, "--mode", "ignore-sigterm"))
+    closed: list[int] = []
+
+    result = downstream.call_tool(spec, "echo", {"text": "early"}, 20, on_closed=lambda: closed.append(1))
+
+    assert result["content"] == [{"type": "text", "text": "early"}]
+    assert closed == [] and tagged(tag)
+    assert wait_until(lambda: closed == [1], 15)
+    assert_no_process_left(tag)
+
+
+def test_on_closed_fires_at_once_when_no_session_could_start(downstream):
+    closed: list[int] = []
+    spec = ServerSpec(name="x", transport="stdio", command="x", unusable="Server 'x' needs ${TOKEN}, which is not set")
+
+    with pytest.raises(ServerUnavailable):
+        downstream.call_tool(spec, "echo", {}, 5, on_closed=lambda: closed.append(1))
+    assert closed == [1]

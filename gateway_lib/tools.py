@@ -274,14 +274,18 @@ class GatewayTools:
                 raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
             self._check_downstream_arguments(spec, listed, args)
 
-        with self._slots.hold(spec, deadline, cancel):
-            remaining = max(deadline - time.monotonic(), 0.001)
-            if definition is not None:
-                result = self._downstream.call_tool(spec, tool, args, remaining, cancel)
-            else:
-                # The cache cannot vouch for the tool (empty, expired, or a tool it does not
-                # know): list once and call in the same session, one server start-up.
-                result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel, check=check_listed)
+        # The answer comes as soon as the result does, but the slot is given back only once
+        # the session has closed: a server process still winding down counts against its
+        # max_concurrency.
+        release = self._slots.acquire(spec, deadline, cancel)
+        remaining = max(deadline - time.monotonic(), 0.001)
+        if definition is not None:
+            result = self._downstream.call_tool(spec, tool, args, remaining, cancel, on_closed=release)
+        else:
+            # The cache cannot vouch for the tool (empty, expired, or a tool it does not
+            # know): list once and call in the same session, one server start-up.
+            result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel,
+                                                         check=check_listed, on_closed=release)
         if result.get("isError"):
             record.outcome = "tool_error"
         return result

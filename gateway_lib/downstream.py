@@ -5,7 +5,9 @@ Two strategies, chosen per server by `ServerSpec.session`; callers never know wh
 per-call (default)  every call opens its own session in its own event loop on its own
                     thread, and the calling worker thread waits on a Future with the
                     call's deadline. At the deadline (or on cancellation) the worker
-                    raises at once and the session unwinds in the background.
+                    raises at once and the session unwinds in the background. A result
+                    is handed back as soon as it arrives; the session closes afterwards,
+                    in the background too.
 keep-alive          one session per (server, agent), owned by one dedicated thread that
                     runs one long-lived event loop. Workers hand it calls with
                     `run_coroutine_threadsafe` and wait with their own deadline; calls run
@@ -70,30 +72,54 @@ class Downstream:
     def list_tools(
         self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None
     ) -> list[dict]:
-        async def work(session: Any) -> list[dict]:
-            from mcp_types import PaginatedRequestParams
-
-            tools: list[dict] = []
-            cursor = None
-            while True:
-                page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
-                tools += [_wire(tool) for tool in page.tools]
-                cursor = page.next_cursor
-                if not cursor:
-                    return tools
-
-        return self._run(spec, "tools/list", work, timeout_s, cancel, agent)
+        return self._run(spec, "tools/list", _list_all, timeout_s, cancel, agent=agent)
 
     def call_tool(
-        self, spec: ServerSpec, tool: str, arguments: dict, timeout_s: float, cancel: threading.Event | None = None,
-        *, agent: str | None = None,
+        self,
+        spec: ServerSpec,
+        tool: str,
+        arguments: dict,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        *,
+        agent: str | None = None,
+        on_closed: Callable[[], None] | None = None,
     ) -> dict:
-        async def work(session: Any) -> dict:
-            result = _wire(await session.call_tool(tool, arguments))
-            result.pop("resultType", None)  # 2026-only; older clients do not expect it
-            return result
+        """Call `tool` on a fresh session. The result comes back as soon as it arrives;
+        the session closes afterwards, and `on_closed` (if given) is called exactly once
+        when it has, on every path: the caller's hold on a server slot lasts until then."""
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel, agent)
+        async def work(session: Any) -> dict:
+            return await _send_call(session, tool, arguments)
+
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+
+    def list_and_call_tool(
+        self,
+        spec: ServerSpec,
+        tool: str,
+        arguments: dict,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        *,
+        check: Callable[[list[dict]], None],
+        agent: str | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ) -> dict:
+        """List the server's tools, pass them to `check`, then call `tool`: one session.
+
+        For a call the tool cache cannot vouch for (empty, expired, or not knowing the
+        tool), this costs one server start-up where list_tools + call_tool would cost two.
+        `check` runs on the session's thread between the two requests: it fills the cache
+        and raises a GatewayError (no such tool, arguments that break the schema) to close
+        the session without calling. `on_closed` is as for call_tool.
+        """
+
+        async def work(session: Any) -> dict:
+            check(await _list_all(session))
+            return await _send_call(session, tool, arguments)
+
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Cancel every live session, kill its process groups, and join the threads (bounded)."""
@@ -159,18 +185,28 @@ class Downstream:
         timeout_s: float,
         cancel: threading.Event | None,
         agent: str | None = None,
+        on_closed: Callable[[], None] | None = None,
     ) -> Any:
-        if spec.unusable:
-            raise ServerUnavailable(spec.unusable)
-        if cancel is not None and cancel.is_set():
-            raise RequestCancelled()
         if spec.session == KEEP_ALIVE:
-            return self._run_kept(spec, agent, method, work, time.monotonic() + timeout_s, timeout_s, cancel)
-        call = _Call(spec, method, work, self._errlog)
-        with self._lock:
-            if self._closed:
-                raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
-            self._calls.add(call)
+            # A kept session outlives the call, so `on_closed` fires when the call ends.
+            try:
+                _check_startable(spec, cancel)
+                return self._run_kept(spec, agent, method, work, time.monotonic() + timeout_s, timeout_s, cancel)
+            finally:
+                if on_closed is not None:
+                    on_closed()
+        try:
+            _check_startable(spec, cancel)
+            call = _Call(spec, method, work, self._errlog)
+            call.on_closed = on_closed
+            with self._lock:
+                if self._closed:
+                    raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
+                self._calls.add(call)
+        except BaseException:
+            if on_closed is not None:
+                on_closed()  # no session was started, so it is closed now
+            raise
         call.thread = threading.Thread(target=self._drive, args=(call,), name=f"downstream-{spec.name}", daemon=True)
         call.thread.start()
 
@@ -196,6 +232,11 @@ class Downstream:
         finally:
             with self._lock:
                 self._calls.discard(call)
+            if call.on_closed is not None:
+                try:
+                    call.on_closed()
+                except Exception:
+                    log.exception("on_closed of a %s session to %r failed", call.method, call.spec.name)
 
     # --- kept-alive sessions: the registry ---------------------------------------------
     # Everything below that reads or writes a session's counters (holders, calls,
@@ -288,6 +329,13 @@ class Downstream:
             self._kept_alive.discard(session)
 
 
+def _check_startable(spec: ServerSpec, cancel: threading.Event | None) -> None:
+    if spec.unusable:
+        raise ServerUnavailable(spec.unusable)
+    if cancel is not None and cancel.is_set():
+        raise RequestCancelled()
+
+
 class _LoopProcesses:
     """Process cleanup for whatever owns an event loop that spawned stdio servers.
 
@@ -345,6 +393,7 @@ class _Call(_LoopProcesses):
         self.future: concurrent.futures.Future = concurrent.futures.Future()
         self.phase = _STARTING
         self.thread: threading.Thread | None = None
+        self.on_closed: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._loop: Any = None
         self._scope: Any = None
@@ -383,7 +432,12 @@ class _Call(_LoopProcesses):
                     session = await stack.enter_async_context(ClientSession(read, write))
                     await session.initialize()
                     self.phase = _READY
-                    return await self.work(session)
+                    result = await self.work(session)
+                    # Answer now. Closing (stdin EOF, then the server's own exit, which the
+                    # SDK waits up to 2 s for) takes 0.2-0.4 s for an SDK server and goes on
+                    # in this thread without keeping the caller waiting.
+                    self._settle(result=result)
+                    return result
             return None  # cancelled by abort(), which already settled the Future
         finally:
             await self._reap()
@@ -751,6 +805,36 @@ def _safe_url(url: str | None) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+async def _list_all(session: Any) -> list[dict]:
+    """Every tool of the session's server, following pagination cursors."""
+    from mcp_types import PaginatedRequestParams
+
+    tools: list[dict] = []
+    cursor = None
+    while True:
+        page = await session.list_tools(params=PaginatedRequestParams(cursor=cursor) if cursor else None)
+        tools += [_wire(tool) for tool in page.tools]
+        cursor = page.next_cursor
+        if not cursor:
+            return tools
+
+
+async def _send_call(session: Any, tool: str, arguments: dict) -> dict:
+    """One tools/call request, one round trip; the result goes back as the server gave it.
+
+    Not `ClientSession.call_tool`: on a session that has not listed tools it first sends
+    its own tools/list to check structuredContent against the tool's outputSchema. That is
+    a second round trip on every short-lived session, and a check the gateway's client
+    makes itself if it wants to. `send_request` still checks the result's shape.
+    """
+    from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult
+
+    request = CallToolRequest(params=CallToolRequestParams(name=tool, arguments=arguments))
+    result = _wire(await session.send_request(request, CallToolResult))
+    result.pop("resultType", None)  # 2026-only; older clients do not expect it
+    return result
 
 
 def _wire(model: Any) -> dict:

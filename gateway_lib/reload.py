@@ -28,6 +28,9 @@ MCP_CONFIG = "mcp_config"
 GATEWAY_RULES = "gateway_rules"
 KINDS = (MCP_CONFIG, GATEWAY_RULES)
 
+# Quiet time after the last write before a file is read: one editor save is one reload.
+DEFAULT_DEBOUNCE_S = 0.3
+
 ServersListener = Callable[[Mapping[str, ServerSpec]], None]
 
 

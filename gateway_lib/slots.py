@@ -8,12 +8,16 @@ from __future__ import annotations
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import RequestCancelled, ToolTimeout
 from .model import ServerSpec
 
 _CANCEL_CHECK_S = 0.05  # how often a queued call looks at its cancel flag
+
+
+def _nothing() -> None:
+    pass
 
 
 class ServerSlots:
@@ -24,15 +28,33 @@ class ServerSlots:
 
     @contextmanager
     def hold(self, spec: ServerSpec, deadline: float, cancel: threading.Event) -> Iterator[None]:
-        if spec.max_concurrency is None:
-            yield
-            return
-        semaphore = self._semaphore(spec.name, spec.max_concurrency)
-        self._acquire(semaphore, spec, deadline, cancel)
+        release = self.acquire(spec, deadline, cancel)
         try:
             yield
         finally:
+            release()
+
+    def acquire(self, spec: ServerSpec, deadline: float, cancel: threading.Event) -> Callable[[], None]:
+        """Wait for a slot of the server; returns the function that gives it back.
+
+        The release may be called from any thread, and more than once (only the first
+        counts), so a slot can be held until a session closes after its caller returned.
+        """
+        if spec.max_concurrency is None:
+            return _nothing
+        semaphore = self._semaphore(spec.name, spec.max_concurrency)
+        self._acquire(semaphore, spec, deadline, cancel)
+        released = threading.Event()
+        lock = threading.Lock()
+
+        def release() -> None:
+            with lock:
+                if released.is_set():
+                    return
+                released.set()
             semaphore.release()
+
+        return release
 
     def _acquire(self, semaphore: threading.BoundedSemaphore, spec: ServerSpec, deadline: float, cancel: threading.Event) -> None:
         with self._lock:

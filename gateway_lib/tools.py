@@ -261,14 +261,32 @@ class GatewayTools:
         spec = self._defined_server(snapshot, server)
         timeout_s = self._timeout_s(spec, arguments.get("timeout_ms"))
         deadline = time.monotonic() + timeout_s
-        definition = self._catalog.find(spec, tool, timeout_s, cancel, agent=record.agent)
-        if definition is None:
-            raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
-        self._check_downstream_arguments(spec, definition, args)
-        with self._slots.hold(spec, deadline, cancel):
-            result = self._downstream.call_tool(
-                spec, tool, args, max(deadline - time.monotonic(), 0.001), cancel, agent=record.agent
-            )
+        definition = self._catalog.known(spec, tool)
+        if definition is not None:
+            # A cache hit: bad arguments are refused here, before any session is opened.
+            self._check_downstream_arguments(spec, definition, args)
+
+        def check_listed(tools: list[dict]) -> None:
+            # Runs inside the call's own session, between its tools/list and tools/call.
+            self._catalog.store(spec, tools)
+            listed = next((t for t in tools if t.get("name") == tool), None)
+            if listed is None:
+                raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
+            self._check_downstream_arguments(spec, listed, args)
+
+        # The answer comes as soon as the result does, but the slot is given back only once
+        # the session has closed: a server process still winding down counts against its
+        # max_concurrency.
+        release = self._slots.acquire(spec, deadline, cancel)
+        remaining = max(deadline - time.monotonic(), 0.001)
+        if definition is not None:
+            result = self._downstream.call_tool(spec, tool, args, remaining, cancel,
+                                                 agent=record.agent, on_closed=release)
+        else:
+            # The cache cannot vouch for the tool (empty, expired, or a tool it does not
+            # know): list once and call in the same session, one server start-up.
+            result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel,
+                                                         check=check_listed, agent=record.agent, on_closed=release)
         if result.get("isError"):
             record.outcome = "tool_error"
         return result
@@ -303,7 +321,7 @@ class GatewayTools:
             "available_servers": sorted(snapshot.servers.servers),
             "warnings": list(snapshot.warnings),
             "metrics": self._metrics.snapshot(),
-            "downstream": self._downstream.status(),
+            "downstream": {**self._downstream.status(), "queued_calls": self._slots.waiting},
         }
         status.update(self._status_extra())
         return object_result(status)

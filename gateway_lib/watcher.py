@@ -39,11 +39,11 @@ from watchdog.events import (
 )
 from watchdog.observers import Observer
 
-from .reload import GATEWAY_RULES, KINDS, MCP_CONFIG, Reloader
+from .reload import DEFAULT_DEBOUNCE_S, GATEWAY_RULES, KINDS, MCP_CONFIG, Reloader
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_DELAY_S = 0.3
+DEFAULT_DELAY_S = DEFAULT_DEBOUNCE_S
 # A file rewritten without pause (a log-like burst) still reloads this often.
 DEFAULT_MAX_DELAY_S = 1.0
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from gateway_lib.downstream import Downstream
-from gateway_lib.errors import DownstreamError, RequestCancelled, ServerUnavailable, ToolTimeout
+from gateway_lib.errors import DownstreamError, RequestCancelled, ServerUnavailable, ToolNotFound, ToolTimeout
 from gateway_lib.model import ServerSpec
 
 SERVERS = Path(__file__).parent / "servers"
@@ -362,7 +362,7 @@ def test_http_transports_list_call_and_send_headers(downstream, sdk_server, tran
     assert echoed["content"] == [{"type": "text", "text": "over http"}]
     assert echoed["isError"] is False
     assert header["content"][0]["text"] == "k-123"
-    assert downstream.live_sessions == 0
+    assert wait_until(lambda: downstream.live_sessions == 0)  # sessions close after answering
 
 
 def test_http_connection_refused(downstream):
@@ -421,3 +421,78 @@ def test_http_server_answering_500_or_html(downstream, bad_http_server, path, re
     assert caught.value.message == f"Server 'web' failed to initialize: {reason}"
     assert "s3cret" not in json.dumps(caught.value.to_payload())
     assert _BadHandler.seen_auth[0] == "Bearer h-s3cret"  # the configured headers were sent
+
+
+# --- one round trip per request, one session per call -----------------------------------
+
+
+def logged_fault_server(tag: str, log: Path) -> ServerSpec:
+    """The e2e fault server, which logs every start and request to `log`."""
+    script = SERVERS / "fault_server.py"
+    return ServerSpec(name="fault", transport="stdio", command=sys.executable,
+                      args=(str(script), "--tag", tag, "--log", str(log)))
+
+
+def logged(log: Path, event: str, **match) -> int:
+    entries = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return sum(1 for e in entries if e["event"] == event and all(e.get(k) == v for k, v in match.items()))
+
+
+def test_call_tool_sends_only_the_call_even_for_a_tool_with_an_output_schema(downstream, tag, tmp_path):
+    log = tmp_path / "server.log"
+    result = downstream.call_tool(logged_fault_server(tag, log), "add", {"a": 1, "b": 2}, 10)
+
+    assert result["structuredContent"] == {"sum": 3}
+    assert logged(log, "call", method="tools/call") == 1
+    assert logged(log, "call", method="tools/list") == 0
+
+
+def test_list_and_call_tool_lists_checks_and_calls_in_one_session(downstream, tag, tmp_path):
+    log = tmp_path / "server.log"
+    seen: list[list[dict]] = []
+
+    result = downstream.list_and_call_tool(logged_fault_server(tag, log), "echo", {"text": "once"}, 10, check=seen.append)
+
+    assert result == {"content": [{"type": "text", "text": "once"}], "isError": False}
+    assert "echo" in [t["name"] for t in seen[0]]
+    assert logged(log, "start") == 1
+    assert logged(log, "call", method="tools/list") == 1
+    assert logged(log, "call", method="tools/call") == 1
+    assert_no_process_left(tag)
+
+
+def test_list_and_call_tool_never_calls_when_the_check_refuses(downstream, tag, tmp_path):
+    log = tmp_path / "server.log"
+
+    def refuse(tools: list[dict]) -> None:
+        raise ToolNotFound("Server 'fault' has no tool 'nope'", server="fault", tool="nope")
+
+    with pytest.raises(ToolNotFound):
+        downstream.list_and_call_tool(logged_fault_server(tag, log), "nope", {}, 10, check=refuse)
+    assert logged(log, "start") == 1
+    assert logged(log, "call", method="tools/call") == 0
+    assert_no_process_left(tag)
+
+
+def test_a_result_comes_back_before_a_slow_closing_server_is_gone_and_on_closed_fires_once_after(downstream, tag, tmp_path):
+    # ignore-sigterm: the server keeps running after stdin closes, so closing the session
+    # takes the SDK's grace periods and a kill; the answer must not wait for that.
+    spec = ServerSpec(name="fault", transport="stdio", command=sys.executable,
+                      args=(str(SERVERS / "fault_server.py"), "--tag", tag, "--mode", "ignore-sigterm"))
+    closed: list[int] = []
+
+    result = downstream.call_tool(spec, "echo", {"text": "early"}, 20, on_closed=lambda: closed.append(1))
+
+    assert result["content"] == [{"type": "text", "text": "early"}]
+    assert closed == [] and tagged(tag)
+    assert wait_until(lambda: closed == [1], 15)
+    assert_no_process_left(tag)
+
+
+def test_on_closed_fires_at_once_when_no_session_could_start(downstream):
+    closed: list[int] = []
+    spec = ServerSpec(name="x", transport="stdio", command="x", unusable="Server 'x' needs ${TOKEN}, which is not set")
+
+    with pytest.raises(ServerUnavailable):
+        downstream.call_tool(spec, "echo", {}, 5, on_closed=lambda: closed.append(1))
+    assert closed == [1]

@@ -7,6 +7,7 @@ gets -32601 at once (the SDK 2.x client's `server/discover` probe included).
 
 Usage:
     fault_server.py --tag TAG [--log FILE] [--mode MODE] [--tools-extra NAME]
+                    [--tools-file FILE]
 
 --tag TAG          required marker; tests find every process of one test by
                    scanning /proc/*/cmdline for it, grandchildren included.
@@ -29,6 +30,9 @@ Usage:
                      grandchild       spawn a tagged grandchild that ignores stdin
                                       and sleeps forever, then serve
 --tools-extra NAME another tool that echoes, to simulate a newly added tool.
+--tools-file FILE  more echoing tools, one name a line, read at each start (a
+                   missing file adds none): a test adds a tool by writing this
+                   file, without changing the server's config entry.
 
 The server is single-threaded: while `sleep` runs, nothing else is read.
 """
@@ -82,13 +86,14 @@ class Options:
         self.log = None
         self.mode = "normal"
         self.tools_extra = []
+        self.tools_file = None
         self.grandchild = False
         args = list(argv)
         while args:
             arg = args.pop(0)
             if arg == "--grandchild":
                 self.grandchild = True
-            elif arg in ("--tag", "--log", "--mode", "--tools-extra"):
+            elif arg in ("--tag", "--log", "--mode", "--tools-extra", "--tools-file"):
                 if not args:
                     fail_usage(f"{arg} needs a value")
                 value = args.pop(0)
@@ -98,6 +103,8 @@ class Options:
                     self.log = value
                 elif arg == "--mode":
                     self.mode = value
+                elif arg == "--tools-file":
+                    self.tools_file = value
                 else:
                     self.tools_extra.append(value)
             else:
@@ -431,12 +438,19 @@ def serve():
         sleep_forever()
 
 
+def read_tools_file(path):
+    if path is None or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
 def main(argv):
     global OPTIONS, TOOLS
     OPTIONS = Options(argv)
     if OPTIONS.grandchild:
         sleep_forever()
-    TOOLS = build_tools(OPTIONS.tools_extra)
+    TOOLS = build_tools(OPTIONS.tools_extra + read_tools_file(OPTIONS.tools_file))
     log_event("start", mode=OPTIONS.mode)
     mode = OPTIONS.mode
     if mode == "exit-at-once":

@@ -431,6 +431,20 @@ def tools_list_size(bench: Bench) -> list[Row]:
                 "≤ 400 tokens")]
 
 
+def kept_alive(bench: Bench) -> list[Row]:
+    """Issue 6's row: a kept-alive Python stdio server, gateway against one open direct session."""
+    from benchmark_keepalive import GOAL_MEDIAN_MS, GOAL_RATIO, measure_keepalive
+
+    found = measure_keepalive(calls=20 * bench.rounds)
+    return [
+        Row("9. execute_tool on a kept-alive Python SDK stdio server vs direct client on one open session",
+            f"{found['gateway_kept_alive_median_ms']:.1f} ms",
+            f"{found['direct_one_session_median_ms']:.1f} ms (direct)", f"{found['ratio']:.2f}",
+            f"≤ {GOAL_RATIO}, < {GOAL_MEDIAN_MS:g} ms"),
+        Row("9. … the same server per-call through the gateway", f"{found['gateway_per_call_median_ms']:.1f} ms"),
+    ]
+
+
 MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [
     spawn_to_initialize,
     execute_python,
@@ -442,6 +456,7 @@ MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [
     timeout_promptness,
     memory,
     tools_list_size,
+    kept_alive,
 ]
 
 

@@ -19,7 +19,7 @@ import logging
 import os
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from . import model, policy
 from .errors import ConfigError, Problem
@@ -60,13 +60,20 @@ def _finish(problems: Iterable[Problem]) -> None:
 # ============================================================================ servers
 
 
-def load_servers(path: str, environ: Mapping[str, str]) -> ServersConfig:
+def _read_valid(path: str, schema: str, semantic_problems: Callable[[Document], list[Problem]]) -> Document:
+    """Read the file and check it against its schema and semantically; raise ConfigError
+    with every problem, or return the parsed document."""
     document, problems = read_document(path)
-    semantic = _server_semantic_problems(document)
+    semantic = semantic_problems(document)
     explained = {problem.path: problem for problem in semantic}
-    problems += schema_problems(document, MCP_CONFIG_SCHEMA, explained)
+    problems += schema_problems(document, schema, explained)
     problems += semantic
     _finish(problems)
+    return document
+
+
+def load_servers(path: str, environ: Mapping[str, str]) -> ServersConfig:
+    document = _read_valid(path, MCP_CONFIG_SCHEMA, _server_semantic_problems)
     # The folder of the file itself: a symlinked .mcp.json keeps the meaning of its relative
     # cwd wherever the link lives.
     config_dir = Path(os.path.realpath(path)).parent
@@ -174,12 +181,7 @@ def _resolve_cwd(cwd: str | None, config_dir: Path) -> str | None:
 
 
 def load_rules(path: str) -> RulesConfig:
-    document, problems = read_document(path)
-    semantic = _rules_semantic_problems(document)
-    explained = {problem.path: problem for problem in semantic}
-    problems += schema_problems(document, RULES_SCHEMA, explained)
-    problems += semantic
-    _finish(problems)
+    document = _read_valid(path, RULES_SCHEMA, _rules_semantic_problems)
     data = document.data
     agents = {agent_id: _build_agent(body) for agent_id, body in data["agents"].items()}
     defaults = data.get("defaults", {})

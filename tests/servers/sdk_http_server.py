@@ -1,44 +1,15 @@
-"""A downstream MCP server on streamable HTTP, built on the official SDK's MCPServer.
+"""The SDK test server of sdk_stdio_server.py, served over streamable HTTP instead.
 
 Usage: sdk_http_server.py --port N [--tag TAG]
 
-Serves http://127.0.0.1:N/mcp. Nothing useful goes to stdout; uvicorn logs go
-to stderr. Tests wait for readiness with `harness.wait_for_port`. The tag only
-marks the process in /proc/*/cmdline. Tools: echo(text), add(a, b) with
-structured output, sleep(seconds).
+Serves http://127.0.0.1:N/mcp with the same tools (echo, add, sleep). Nothing useful goes
+to stdout; uvicorn logs go to stderr. Tests wait for readiness with
+`harness.wait_for_port`. The tag only marks the process in /proc/*/cmdline.
 """
 
 import argparse
 
-import anyio
-from pydantic import BaseModel
-
-from mcp.server.mcpserver import MCPServer
-
-server = MCPServer("sdk-http", log_level="WARNING")
-
-
-class Sum(BaseModel):
-    sum: float
-
-
-@server.tool(structured_output=False)
-def echo(text: str) -> str:
-    """Return the given text."""
-    return text
-
-
-@server.tool()
-def add(a: float, b: float) -> Sum:
-    """Add two numbers; the result is structured."""
-    return Sum(sum=a + b)
-
-
-@server.tool(structured_output=False)
-async def sleep(seconds: float) -> str:
-    """Sleep for the given seconds, then answer."""
-    await anyio.sleep(seconds)
-    return f"slept {seconds}"
+from sdk_stdio_server import server  # this script's folder is on sys.path when it runs
 
 
 def main() -> None:

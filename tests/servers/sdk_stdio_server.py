@@ -1,4 +1,4 @@
-"""A downstream MCP stdio server built on the official SDK's MCPServer.
+"""A downstream MCP server built on the official SDK's MCPServer, run here over stdio.
 
 Usage: sdk_stdio_server.py [--tag TAG]
 
@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from mcp.server.mcpserver import MCPServer
 
-server = MCPServer("sdk-stdio", log_level="WARNING")
+server = MCPServer("sdk-test-server", log_level="WARNING")
 
 
 class Sum(BaseModel):

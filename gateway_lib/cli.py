@@ -116,7 +116,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .config import ConfigStore, build_snapshot, load_rules, load_servers
     from .downstream import Downstream
     from .errors import ConfigError
-    from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdout
+    from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdin, claim_stdout
     from .methods import McpProtocol
     from .metrics import Metrics
     from .rpc import Endpoint
@@ -161,7 +161,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         cancel_notification="notifications/cancelled",
         batches_allowed=protocol.batches_allowed,
     )
-    reader = MessageReader(sys.stdin.buffer, _setting(options.max_line_bytes, environ, "GATEWAY_MAX_LINE_BYTES",
+    reader = MessageReader(claim_stdin(), _setting(options.max_line_bytes, environ, "GATEWAY_MAX_LINE_BYTES",
                                                       DEFAULT_MAX_LINE_BYTES, int))
     stop = threading.Event()
 

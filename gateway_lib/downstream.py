@@ -188,9 +188,18 @@ class _Call:
                 async with contextlib.AsyncExitStack() as stack:
                     read, write = await self._open(stack)
                     session = await stack.enter_async_context(ClientSession(read, write))
-                    await session.initialize()
-                    self.phase = _READY
-                    return await self.work(session)
+                    # The caller hears the outcome now: closing the session can take the
+                    # SDK's grace periods (seconds, for a server that ignores EOF or
+                    # SIGTERM), which must not delay the answer or turn it into a timeout.
+                    try:
+                        await session.initialize()
+                        self.phase = _READY
+                        result = await self.work(session)
+                    except Exception as exc:
+                        self._settle(exception=_translate(self, exc))
+                        raise
+                    self._settle(result=result)
+                    return result
             return None  # cancelled by abort(), which already settled the Future
         finally:
             await self._reap()

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.02  # how often a waiting worker looks at its cancel event
 _REAP_S = 2.0  # bound on waiting for a killed server to be reaped
+_EXIT_STATUS_WAIT_S = 0.5  # bound on waiting for a crashed server's exit status
 _STARTING, _READY = "starting", "ready"
 
 
@@ -196,6 +197,7 @@ class _Call:
                         self.phase = _READY
                         result = await self.work(session)
                     except Exception as exc:
+                        await self._await_exit_status(exc)
                         self._settle(exception=_translate(self, exc))
                         raise
                     self._settle(result=result)
@@ -232,6 +234,20 @@ class _Call:
     # SDK kills the group only when the server outlives its stdin by 2 s, so without this a
     # grandchild that ignores stdin would survive a server that exits promptly.
     # We then wait, bounded, until the loop's child watcher has reaped the server itself.
+
+    async def _await_exit_status(self, exc: BaseException) -> None:
+        """After a closed connection, give a dying server a moment to be reaped, so the
+        error can say how it ended; a server that closed stdout and lives on costs this bound."""
+        import anyio
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import CONNECTION_CLOSED
+
+        leaf = _first_leaf(exc)
+        if not (isinstance(leaf, MCPError) and leaf.code == CONNECTION_CLOSED):
+            return
+        with anyio.move_on_after(_EXIT_STATUS_WAIT_S):
+            while self._loop.spawned and self.exit_status() is None:
+                await anyio.sleep(0.01)
 
     async def _reap(self) -> None:
         import anyio

@@ -331,14 +331,14 @@ def _translate(call: _Call, exc: BaseException) -> BaseException:
             return ServerUnavailable(f"{name} failed to initialize: {leaf.message}")
         return DownstreamError(f"{name} answered {method} with error {leaf.code}: {leaf.message}", downstream_code=leaf.code)
     if isinstance(leaf, httpx2.HTTPStatusError):
-        return ServerUnavailable(f"{name} could not be reached at {_safe_url(spec.url)}: HTTP {leaf.response.status_code}")
+        return ServerUnavailable(f"{name} could not be reached at {_safe_url(spec.shown_url)}: HTTP {leaf.response.status_code}")
     if isinstance(leaf, httpx2.HTTPError):
         reason = "connection failed" if isinstance(leaf, httpx2.ConnectError) else type(leaf).__name__
-        return ServerUnavailable(f"{name} could not be reached at {_safe_url(spec.url)}: {reason}")
+        return ServerUnavailable(f"{name} could not be reached at {_safe_url(spec.shown_url)}: {reason}")
     if isinstance(leaf, FileNotFoundError) and spec.transport == STDIO and starting:
         if spec.cwd and leaf.filename == spec.cwd:
             return ServerUnavailable(f"{name} could not be started: working directory {spec.cwd!r} not found")
-        return ServerUnavailable(f"{name} could not be started: command {spec.command!r} not found")
+        return ServerUnavailable(f"{name} could not be started: command {spec.shown_command!r} not found")
     if isinstance(leaf, OSError) and spec.transport == STDIO and starting:
         return ServerUnavailable(f"{name} could not be started: {leaf.strerror or type(leaf).__name__}")
     if isinstance(leaf, (ValidationError, RuntimeError)):

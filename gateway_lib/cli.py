@@ -96,12 +96,23 @@ def _config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tu
     return mcp_path.resolve(), rules_path.resolve()
 
 
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Below WARNING, only the gateway's own records reach stderr.
+
+    Libraries log what the gateway promises to keep secret: httpx2 logs every request's
+    full URL at INFO (with a '?key=${VAR}' value), and the SDK logs messages (with
+    argument values) at DEBUG.
+    """
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] == "gateway_lib"
+
+
 def _configure_logging(level_name: str) -> None:
     level = getattr(logging, level_name.upper(), None)
     if not isinstance(level, int):
         raise SystemExit(f"gateway: unknown log level {level_name!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_quiet_libraries)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

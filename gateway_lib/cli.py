@@ -148,11 +148,13 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     for warning in snapshot.warnings:
         logger.warning("%s", warning)
 
+    max_line_bytes = _setting(options.max_line_bytes, environ, "GATEWAY_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES, int)
     settings = ToolSettings(
         debug=_setting(options.debug, environ, "GATEWAY_DEBUG", False, lambda v: v.strip().lower() in TRUE_WORDS),
         default_agent=_setting(None, environ, "GATEWAY_DEFAULT_AGENT", None),
         pinned_agent=_setting(options.agent, environ, "GATEWAY_AGENT", None),
         default_timeout_ms=_setting(options.timeout_ms, environ, "GATEWAY_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, int),
+        max_result_bytes=max_line_bytes,  # one limit on a message, in and out
     )
     if settings.pinned_agent and settings.pinned_agent not in snapshot.rules.agents:
         logger.warning("Pinned agent %r is not in the rules: every call will be refused until it is added",
@@ -172,8 +174,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         cancel_notification="notifications/cancelled",
         batches_allowed=protocol.batches_allowed,
     )
-    reader = MessageReader(claim_stdin(), _setting(options.max_line_bytes, environ, "GATEWAY_MAX_LINE_BYTES",
-                                                      DEFAULT_MAX_LINE_BYTES, int))
+    reader = MessageReader(claim_stdin(), max_line_bytes)
     stop = threading.Event()
 
     def read_until_eof() -> None:

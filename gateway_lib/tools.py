@@ -18,6 +18,7 @@ from typing import Any, Callable
 from . import policy
 from .errors import (
     DeniedByPolicy,
+    DownstreamError,
     GatewayError,
     InvalidArguments,
     InvalidParams,
@@ -134,6 +135,7 @@ class ToolSettings:
     default_agent: str | None = None  # GATEWAY_DEFAULT_AGENT
     pinned_agent: str | None = None  # --agent / GATEWAY_AGENT
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
+    max_result_bytes: int | None = None  # a larger downstream result is refused, not passed on
 
 
 class GatewayTools:
@@ -267,9 +269,22 @@ class GatewayTools:
         self._check_downstream_arguments(spec, definition, args)
         with self._slots.hold(spec, deadline, cancel):
             result = self._downstream.call_tool(spec, tool, args, max(deadline - time.monotonic(), 0.001), cancel)
+        self._check_result_size(server, tool, result)
         if result.get("isError"):
             record.outcome = "tool_error"
         return result
+
+    def _check_result_size(self, server: str, tool: str, result: dict) -> None:
+        limit = self._settings.max_result_bytes
+        if limit is None:
+            return
+        size = len(json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise DownstreamError(
+                f"Tool {tool!r} on server {server!r} returned {size} bytes, more than the gateway's "
+                f"limit of {limit} bytes; ask it for less",
+                size=size, limit=limit,
+            )
 
     def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict) -> None:
         validator = self._catalog.validator(spec, definition)

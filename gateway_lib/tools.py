@@ -287,6 +287,12 @@ class GatewayTools:
             )
 
     def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict) -> None:
+        try:
+            json.dumps(args, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            # Valid JSON on our side (a \ud800 escape), but no UTF-8 message can carry it.
+            problem = "(root): contains a lone surrogate (\\ud800-\\udfff), which cannot be sent as UTF-8"
+            raise InvalidArguments(f"Arguments for {definition['name']!r} cannot be sent: {problem}", problems=[problem])
         validator = self._catalog.validator(spec, definition)
         if validator is None:
             return

@@ -179,7 +179,10 @@ def test_the_default_cap_is_a_few_mib(gateway):
 
 def test_an_oversized_line_is_never_read_whole_into_memory(start):
     raw = start("--max-line-bytes", str(MiB))
-    still_serves(raw)
+    # A real listing first: the SDK (tens of MiB) loads in the background after the
+    # handshake, and must be in before the baseline is taken.
+    raw.request("tools/call", {"name": "get_server_tools", "arguments": {"agent_id": "dev", "server": "tools"}},
+                id="warm-up", timeout=60)
     before = harness.rss_bytes(raw.pid)
     chunk = b"y" * MiB
     for _ in range(64):  # one 64 MiB line

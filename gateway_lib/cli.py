@@ -97,12 +97,23 @@ def _config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tu
     return Path(os.path.abspath(mcp_path)), Path(os.path.abspath(rules_path))
 
 
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    """Below WARNING, only the gateway's own records reach stderr.
+
+    Libraries log what the gateway promises to keep secret: httpx2 logs every request's
+    full URL at INFO (with a '?key=${VAR}' value), and the SDK logs messages (with
+    argument values) at DEBUG.
+    """
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] == "gateway_lib"
+
+
 def _configure_logging(level_name: str) -> None:
     level = getattr(logging, level_name.upper(), None)
     if not isinstance(level, int):
         raise SystemExit(f"gateway: unknown log level {level_name!r}")
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_quiet_libraries)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -117,7 +128,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .config import ConfigStore, build_snapshot, load_rules, load_servers
     from .downstream import Downstream
     from .errors import ConfigError
-    from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdout
+    from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdin, claim_stdout
     from .methods import McpProtocol
     from .metrics import Metrics
     from .reload import DEFAULT_DEBOUNCE_S, Reloader
@@ -139,11 +150,13 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     for warning in snapshot.warnings:
         logger.warning("%s", warning)
 
+    max_line_bytes = _setting(options.max_line_bytes, environ, "GATEWAY_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES, int)
     settings = ToolSettings(
         debug=_setting(options.debug, environ, "GATEWAY_DEBUG", False, lambda v: v.strip().lower() in TRUE_WORDS),
         default_agent=_setting(None, environ, "GATEWAY_DEFAULT_AGENT", None),
         pinned_agent=_setting(options.agent, environ, "GATEWAY_AGENT", None),
         default_timeout_ms=_setting(options.timeout_ms, environ, "GATEWAY_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, int),
+        max_result_bytes=max_line_bytes,  # one limit on a message, in and out
     )
     if settings.pinned_agent and settings.pinned_agent not in snapshot.rules.agents:
         logger.warning("Pinned agent %r is not in the rules: every call will be refused until it is added",
@@ -169,8 +182,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         cancel_notification="notifications/cancelled",
         batches_allowed=protocol.batches_allowed,
     )
-    reader = MessageReader(sys.stdin.buffer, _setting(options.max_line_bytes, environ, "GATEWAY_MAX_LINE_BYTES",
-                                                      DEFAULT_MAX_LINE_BYTES, int))
+    reader = MessageReader(claim_stdin(), max_line_bytes)
     stop = threading.Event()
 
     def read_until_eof() -> None:

@@ -159,6 +159,8 @@ def _build_server(
         session=entry.get("session", model.PER_CALL),
         idle_timeout_ms=entry.get("idle_timeout_ms", model.DEFAULT_IDLE_TIMEOUT_MS),
         unusable=unusable_message(name, substitute.missing),
+        written_command=command,
+        written_url=url,
     )
     if spec.unusable:
         logger.warning("%s", spec.unusable)

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.02  # how often a waiting worker looks at its cancel event
 _REAP_S = 2.0  # bound on waiting for a killed server to be reaped
+_EXIT_STATUS_WAIT_S = 0.5  # bound on waiting for a crashed server's exit status
 _STARTING, _READY = "starting", "ready"
 _SEND_ATTEMPTS = 3  # kept sessions found closing before a call was sent: open a fresh one
 _DRAIN_S = 1.0  # bound on letting cancelled calls send their notifications/cancelled
@@ -430,12 +431,17 @@ class _Call(_LoopProcesses):
                 async with contextlib.AsyncExitStack() as stack:
                     read, write = await self._open(stack)
                     session = await stack.enter_async_context(ClientSession(read, write))
-                    await session.initialize()
-                    self.phase = _READY
-                    result = await self.work(session)
-                    # Answer now. Closing (stdin EOF, then the server's own exit, which the
-                    # SDK waits up to 2 s for) takes 0.2-0.4 s for an SDK server and goes on
-                    # in this thread without keeping the caller waiting.
+                    # The caller hears the outcome now: closing the session can take the
+                    # SDK's grace periods (seconds, for a server that ignores EOF or
+                    # SIGTERM), which must not delay the answer or turn it into a timeout.
+                    try:
+                        await session.initialize()
+                        self.phase = _READY
+                        result = await self.work(session)
+                    except Exception as exc:
+                        await self._await_exit_status(exc)
+                        self._settle(exception=_translate(self, exc))
+                        raise
                     self._settle(result=result)
                     return result
             return None  # cancelled by abort(), which already settled the Future
@@ -444,6 +450,20 @@ class _Call(_LoopProcesses):
 
     async def _open(self, stack: contextlib.AsyncExitStack) -> Any:
         return await _open_transport(self.spec, self.errlog, stack)
+
+    async def _await_exit_status(self, exc: BaseException) -> None:
+        """After a closed connection, give a dying server a moment to be reaped, so the
+        error can say how it ended; a server that closed stdout and lives on costs this bound."""
+        import anyio
+        from mcp.shared.exceptions import MCPError
+        from mcp_types import CONNECTION_CLOSED
+
+        leaf = _first_leaf(exc)
+        if not (isinstance(leaf, MCPError) and leaf.code == CONNECTION_CLOSED):
+            return
+        with anyio.move_on_after(_EXIT_STATUS_WAIT_S):
+            while self._loop.spawned and self.exit_status() is None:
+                await anyio.sleep(0.01)
 
     def abort(self, error: BaseException) -> None:
         """Settle the Future with `error` now; the session unwinds in the background."""
@@ -764,14 +784,14 @@ def _translate(call: _Call, exc: BaseException) -> BaseException:
             return ServerUnavailable(f"{name} failed to initialize: {leaf.message}")
         return DownstreamError(f"{name} answered {method} with error {leaf.code}: {leaf.message}", downstream_code=leaf.code)
     if isinstance(leaf, httpx2.HTTPStatusError):
-        return ServerUnavailable(f"{name} could not be reached at {_safe_url(spec.url)}: HTTP {leaf.response.status_code}")
+        return ServerUnavailable(f"{name} could not be reached at {_safe_url(spec.shown_url)}: HTTP {leaf.response.status_code}")
     if isinstance(leaf, httpx2.HTTPError):
         reason = "connection failed" if isinstance(leaf, httpx2.ConnectError) else type(leaf).__name__
-        return ServerUnavailable(f"{name} could not be reached at {_safe_url(spec.url)}: {reason}")
+        return ServerUnavailable(f"{name} could not be reached at {_safe_url(spec.shown_url)}: {reason}")
     if isinstance(leaf, FileNotFoundError) and spec.transport == STDIO and starting:
         if spec.cwd and leaf.filename == spec.cwd:
             return ServerUnavailable(f"{name} could not be started: working directory {spec.cwd!r} not found")
-        return ServerUnavailable(f"{name} could not be started: command {spec.command!r} not found")
+        return ServerUnavailable(f"{name} could not be started: command {spec.shown_command!r} not found")
     if isinstance(leaf, OSError) and spec.transport == STDIO and starting:
         return ServerUnavailable(f"{name} could not be started: {leaf.strerror or type(leaf).__name__}")
     if isinstance(leaf, (ValidationError, RuntimeError)):

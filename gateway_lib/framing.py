@@ -155,3 +155,15 @@ def claim_stdout() -> BinaryIO:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     return os.fdopen(wire_fd, "wb", buffering=0)
+
+
+def claim_stdin() -> BinaryIO:
+    """A private buffered handle on a duplicate of fd 0, for the reader thread.
+
+    The reader thread spends its life blocked inside readline(), holding the stream's
+    lock. Were that stream sys.stdin's, the interpreter would need the lock to close
+    sys.stdin while exiting after a signal, and would abort ("could not acquire lock
+    ... at interpreter shutdown") instead of exiting 0. Nothing touches this handle
+    at exit.
+    """
+    return os.fdopen(os.dup(0), "rb")

@@ -30,6 +30,8 @@ class ServerSpec:
     """One downstream server, with ${VAR} references already substituted.
 
     `env` and `headers` hold secrets: they are kept out of repr and never logged.
+    `${VAR}` values are secrets too: what the gateway shows of `command` and `url`
+    (`shown_command`, `shown_url`) is the text as written, references unexpanded.
     `unusable` is set when the entry cannot be launched (an unset variable, say); the
     server is still listed, and calls to it fail with that one sentence.
     """
@@ -48,14 +50,25 @@ class ServerSpec:
     session: str = PER_CALL
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
     unusable: str | None = None
+    written_command: str | None = None  # as in .mcp.json, before ${VAR} substitution
+    written_url: str | None = None
+
+    @property
+    def shown_command(self) -> str | None:
+        return self.written_command if self.written_command is not None else self.command
+
+    @property
+    def shown_url(self) -> str | None:
+        return self.written_url if self.written_url is not None else self.url
 
     def public_metadata(self) -> dict[str, object]:
-        """What `list_servers(include_metadata=true)` may show: never env or headers."""
+        """What `list_servers(include_metadata=true)` may show: never env, headers or
+        the value of a ${VAR}."""
         meta: dict[str, object] = {"transport": self.transport}
         if self.transport == STDIO:
-            meta["command"] = self.command
+            meta["command"] = self.shown_command
         else:
-            meta["url"] = self.url
+            meta["url"] = self.shown_url
         return meta
 
 

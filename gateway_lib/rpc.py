@@ -28,6 +28,7 @@ class RequestContext:
     request_id: Any
     method: str
     cancelled: threading.Event = field(default_factory=threading.Event)
+    by_shutdown: bool = False  # cancelled by the gateway stopping, not by the client
 
 
 class Method(NamedTuple):
@@ -60,6 +61,9 @@ def _response(request_id: Any, *, result: Any = None, error: RpcError | None = N
     else:
         message["result"] = result
     return message
+
+
+_SHUTTING_DOWN = InternalError("The gateway is shutting down")
 
 
 class _BadEnvelope(Exception):
@@ -144,6 +148,7 @@ class Endpoint:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-worker")
         self._in_flight: dict[tuple[bool, Any], tuple[RequestContext, Future]] = {}
         self._lock = threading.Lock()
+        self._closing = False
 
     # --- input -----------------------------------------------------------------------
 
@@ -199,17 +204,22 @@ class Endpoint:
     def _start(self, envelope: _Envelope, respond: Respond) -> None:
         method = self._methods[envelope.method]
         context = RequestContext(envelope.request_id, envelope.method)
-        if method.inline:
-            respond(self._run(method, envelope, context))
-            return
         key = _id_key(envelope.request_id)
         with self._lock:
+            # Checked for inline methods too: a ping reusing the id of a running call
+            # would otherwise give the client two answers with one id.
             if key in self._in_flight:
                 duplicate = InvalidRequest(f"Request id {envelope.request_id!r} is already in use")
                 respond(_response(envelope.request_id, error=duplicate))
                 return
-            future = self._pool.submit(self._run_pooled, method, envelope, context, respond)
-            self._in_flight[key] = (context, future)
+            if not method.inline:
+                if self._closing:
+                    respond(_response(envelope.request_id, error=_SHUTTING_DOWN))
+                    return
+                future = self._pool.submit(self._run_pooled, method, envelope, context, respond)
+                self._in_flight[key] = (context, future)
+                return
+        respond(self._run(method, envelope, context))
 
     # --- work ------------------------------------------------------------------------
 
@@ -219,7 +229,12 @@ class Endpoint:
         finally:
             with self._lock:
                 self._in_flight.pop(_id_key(envelope.request_id), None)
-        respond(None if context.cancelled.is_set() else response)
+        if context.cancelled.is_set() and not context.by_shutdown:
+            respond(None)  # the client cancelled it and expects no answer
+        elif response is None:
+            respond(_response(envelope.request_id, error=_SHUTTING_DOWN))  # still answered, once
+        else:
+            respond(response)
 
     def _run(self, method: Method, envelope: _Envelope, context: RequestContext) -> dict | None:
         """The single boundary where exceptions become wire errors."""
@@ -257,14 +272,20 @@ class Endpoint:
     # --- shutdown --------------------------------------------------------------------
 
     def shutdown(self, grace_s: float) -> None:
-        """Let in-flight work finish for `grace_s`, then cancel what is left."""
+        """Let in-flight work finish for `grace_s`, then cancel what is left.
+
+        New requests are refused from here on; a request cancelled here (not by the
+        client) is still answered, with an error saying the gateway is shutting down.
+        """
         with self._lock:
+            self._closing = True
             futures = [future for _, future in self._in_flight.values()]
         _, still_running = wait(futures, timeout=grace_s)
         if still_running:
             logger.info("Cancelling %d request(s) still running at shutdown", len(still_running))
             with self._lock:
                 for context, _ in self._in_flight.values():
+                    context.by_shutdown = True
                     context.cancelled.set()
             wait(still_running, timeout=grace_s)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -18,6 +18,7 @@ from typing import Any, Callable
 from . import policy
 from .errors import (
     DeniedByPolicy,
+    DownstreamError,
     GatewayError,
     InvalidArguments,
     InvalidParams,
@@ -134,6 +135,7 @@ class ToolSettings:
     default_agent: str | None = None  # GATEWAY_DEFAULT_AGENT
     pinned_agent: str | None = None  # --agent / GATEWAY_AGENT
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
+    max_result_bytes: int | None = None  # a larger downstream result is refused, not passed on
 
 
 class GatewayTools:
@@ -259,6 +261,7 @@ class GatewayTools:
                 rule=decision.rule,
             )
         spec = self._defined_server(snapshot, server)
+        self._check_sendable(tool, args)  # before any session: no server could read them
         timeout_s = self._timeout_s(spec, arguments.get("timeout_ms"))
         deadline = time.monotonic() + timeout_s
         definition = self._catalog.known(spec, tool)
@@ -287,9 +290,31 @@ class GatewayTools:
             # know): list once and call in the same session, one server start-up.
             result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel,
                                                          check=check_listed, agent=record.agent, on_closed=release)
+        self._check_result_size(server, tool, result)
         if result.get("isError"):
             record.outcome = "tool_error"
         return result
+
+    def _check_result_size(self, server: str, tool: str, result: dict) -> None:
+        limit = self._settings.max_result_bytes
+        if limit is None:
+            return
+        size = len(json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+        if size > limit:
+            raise DownstreamError(
+                f"Tool {tool!r} on server {server!r} returned {size} bytes, more than the gateway's "
+                f"limit of {limit} bytes; ask it for less",
+                size=size, limit=limit,
+            )
+
+    @staticmethod
+    def _check_sendable(tool: str, args: dict) -> None:
+        try:
+            json.dumps(args, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            # Valid JSON on our side (a \ud800 escape), but no UTF-8 message can carry it.
+            problem = "(root): contains a lone surrogate (\\ud800-\\udfff), which cannot be sent as UTF-8"
+            raise InvalidArguments(f"Arguments for {tool!r} cannot be sent: {problem}", problems=[problem])
 
     def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict) -> None:
         validator = self._catalog.validator(spec, definition)

@@ -151,6 +151,58 @@ def kill_tagged(tag: str) -> list[int]:
     return pids
 
 
+def _parent_pids() -> dict[int, int]:
+    """pid -> ppid of every live process (zombies excluded: they are already dead)."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        stat = _read_proc(entry, "stat")
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 2 and fields[0] != b"Z":
+            parents[int(entry)] = int(fields[1])
+    return parents
+
+
+def descendants(pid: int) -> list[int]:
+    """Live processes whose parent chain leads to `pid` (children, grandchildren, ...).
+
+    A grandchild whose parent died is re-parented (to init or a subreaper) and drops
+    out of this walk; `tagged_pids` still finds it by its tag.
+    """
+    parents = _parent_pids()
+    found = []
+    for candidate in parents:
+        ancestor, hops = parents.get(candidate), 0
+        while ancestor is not None and ancestor > 1 and hops < 64:
+            if ancestor == pid:
+                found.append(candidate)
+                break
+            ancestor, hops = parents.get(ancestor), hops + 1
+    return sorted(found)
+
+
+def wait_no_descendants(pid: int, timeout: float = 10.0) -> list[int]:
+    """Waits for every descendant of `pid` to end; returns the survivors (empty is good)."""
+    survivors: list[int] = []
+
+    def none_left() -> bool:
+        survivors[:] = descendants(pid)
+        return not survivors
+
+    wait_until(none_left, timeout)
+    return survivors
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of `pid` (VmRSS in /proc/<pid>/status)."""
+    for line in _read_proc(str(pid), "status").splitlines():
+        if line.startswith(b"VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise ProcessLookupError(f"No VmRSS for pid {pid}: the process is gone")
+
+
 def kill_process_group(pid: int) -> None:
     """SIGKILLs the process group `pid` belongs to, as a supervisor would on shutdown."""
     os.killpg(os.getpgid(pid), signal.SIGKILL)
@@ -693,6 +745,47 @@ class RawProcess:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def protocol_problems(stdout: bytes) -> list[str]:
+    """What is wrong with a stdio server's stdout as a stream of JSON-RPC messages.
+
+    Every line must be valid UTF-8 and JSON: an object (or, for a batch answer, an array
+    of objects) with "jsonrpc": "2.0" and either a method, or an id and exactly one of
+    result and error. An empty list means the stream is clean.
+    """
+    problems = []
+    if stdout and not stdout.endswith(b"\n"):
+        problems.append("stdout does not end with a newline")
+    for number, line in enumerate(stdout.splitlines(), 1):
+        try:
+            value = json.loads(line.decode("utf-8"))
+        except ValueError:
+            problems.append(f"line {number} is not UTF-8 JSON: {line[:120]!r}")
+            continue
+        for message in value if isinstance(value, list) and value else [value]:
+            problem = _message_problem(message)
+            if problem:
+                problems.append(f"line {number} {problem}: {line[:120]!r}")
+    return problems
+
+
+def _message_problem(message: Any) -> str | None:
+    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        return "is not a JSON-RPC 2.0 object"
+    if "method" in message:
+        return None if isinstance(message["method"], str) else "has a method that is not a string"
+    if ("result" in message) == ("error" in message):
+        return "has neither or both of result and error"
+    if "id" in message and (isinstance(message["id"], bool) or not isinstance(message["id"], (str, int))):
+        return "has an id that is not a string or an integer"
+    if "id" not in message and "error" not in message:
+        return "is a result without an id"
+    if "error" in message:
+        error = message["error"]
+        if not isinstance(error, dict) or not isinstance(error.get("code"), int) or not isinstance(error.get("message"), str):
+            return "has a malformed error object"
+    return None
 
 
 def _same_id(message: Any, request_id: Any) -> bool:

@@ -268,7 +268,7 @@ def test_a_batch_of_notifications_gets_no_answer_at_all(wire):
     ep.shutdown(WAIT_S)
 
 
-def test_shutdown_cancels_work_that_outlives_the_grace_period(wire):
+def test_shutdown_cancels_work_that_outlives_the_grace_period_and_still_answers_it(wire):
     started = threading.Event()
 
     def stubborn(params, ctx):
@@ -281,4 +281,31 @@ def test_shutdown_cancels_work_that_outlives_the_grace_period(wire):
     assert started.wait(WAIT_S)
     ep.shutdown(0.05)
     assert ep.in_flight == 0
+    answer = wire.next()
+    assert answer["id"] == 1
+    assert answer["error"]["code"] == INTERNAL_ERROR
+    assert "shutting down" in answer["error"]["message"]
+    wire.assert_silent()
+
+
+def test_requests_arriving_during_shutdown_are_refused_not_dropped(wire):
+    ep = make_endpoint(wire)
+    ep.shutdown(0.05)
+    ep.consume({"jsonrpc": "2.0", "id": 1, "method": "pooled_echo"})
+    answer = wire.next()
+    assert answer["id"] == 1
+    assert answer["error"]["code"] == INTERNAL_ERROR
+
+
+def test_an_inline_request_reusing_an_in_flight_id_is_refused(wire):
+    release = threading.Event()
+    ep = make_endpoint(wire, {"hold": Method(lambda p, c: {"released": release.wait(WAIT_S)})})
+    ep.consume({"jsonrpc": "2.0", "id": 1, "method": "hold"})
+    ep.consume({"jsonrpc": "2.0", "id": 1, "method": "echo"})  # inline, same id
+    refusal = wire.next()
+    assert refusal["id"] == 1
+    assert refusal["error"]["code"] == INVALID_REQUEST
+    release.set()
+    assert wire.next() == {"jsonrpc": "2.0", "id": 1, "result": {"released": True}}
+    ep.shutdown(WAIT_S)
     wire.assert_silent()

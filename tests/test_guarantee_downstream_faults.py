@@ -1,0 +1,251 @@
+"""Promise: a failing downstream server gives a clear error within its deadline, and
+nothing it started is left running.
+
+Each fault of the hardening issue, against the real gateway process: the agent reads a
+tool result with the documented error code, the answer comes before the call's deadline
+(plus a generous margin: promptness is the behaviour under test), the gateway serves the
+next call, and afterwards no process descends from the gateway (a /proc ppid walk) and
+none carries the test's tag (the conftest fixture).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import harness
+from gateway_lib.errors import DOWNSTREAM_ERROR, SERVER_UNAVAILABLE, TIMEOUT
+
+RULES = {"agents": {"dev": {"allow": {"servers": ["*"]}}}}
+DEADLINE_MS = 3000
+MARGIN_S = 3.0  # scheduling on a shared 2-core machine; the SDK's close grace alone is 2-4 s
+
+
+def error_of(result) -> dict:
+    assert result.is_error, harness.result_text(result)
+    return result.structured_content["error"]
+
+
+def execute(gw: harness.Gateway, server: str, tool: str = "echo", args=None, timeout_ms: int = DEADLINE_MS):
+    """execute_tool, returning (result, seconds it took)."""
+    started = time.monotonic()
+    result = gw.call_tool("execute_tool", {"agent_id": "dev", "server": server, "tool": tool,
+                                           "args": {"text": "x"} if args is None else args,
+                                           "timeout_ms": timeout_ms}, timeout=timeout_ms / 1000 + 30)
+    return result, time.monotonic() - started
+
+
+def assert_still_serves(gw: harness.Gateway) -> None:
+    assert gw.call_json("list_servers", {"agent_id": "dev"})["servers"]
+
+
+def assert_nothing_left(gw: harness.Gateway) -> None:
+    assert gw.pid is not None
+    assert harness.wait_no_descendants(gw.pid) == []
+
+
+@pytest.fixture
+def gateway_for(config_dir):
+    """Starts a gateway over `servers`; on the way out, checks that nothing descends from it."""
+    opened = []
+
+    def start(servers: dict, *args: str) -> harness.Gateway:
+        config_dir.write(servers, RULES)
+        gw = config_dir.gateway("--audit-log", str(config_dir.path("audit.jsonl")), *args)
+        gw.start()
+        opened.append(gw)
+        return gw
+
+    yield start
+    for gw in opened:
+        pid = gw.pid
+        gw.close()
+        assert pid is not None and harness.wait_no_descendants(pid) == []
+
+
+# --- stdio servers ---------------------------------------------------------------------------
+
+
+def test_a_command_that_does_not_exist_is_server_unavailable_naming_it(gateway_for, tag):
+    gw = gateway_for({"s": {"command": f"/nonexistent/{tag}-server"}})
+    result, took = execute(gw, "s")
+    error = error_of(result)
+    assert error["code"] == SERVER_UNAVAILABLE
+    assert "not found" in error["message"] and "/nonexistent/" in error["message"]
+    assert took < DEADLINE_MS / 1000 + MARGIN_S
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
+
+
+def test_a_server_that_exits_at_once_is_server_unavailable_with_its_exit_status(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "exit-at-once")})
+    result, took = execute(gw, "s")
+    error = error_of(result)
+    assert error["code"] == SERVER_UNAVAILABLE
+    assert "before answering initialize" in error["message"]
+    assert took < DEADLINE_MS / 1000 + MARGIN_S
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
+
+
+def test_a_server_that_crashes_mid_call_is_server_unavailable(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag)})
+    result, took = execute(gw, "s", "crash", {})
+    error = error_of(result)
+    assert error["code"] == SERVER_UNAVAILABLE
+    assert "during tools/call" in error["message"]
+    assert took < DEADLINE_MS / 1000 + MARGIN_S
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
+
+
+def test_a_server_that_never_answers_initialize_is_server_unavailable_at_the_deadline(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "never-initialize")})
+    result, took = execute(gw, "s", timeout_ms=1000)
+    error = error_of(result)
+    assert error["code"] == SERVER_UNAVAILABLE
+    assert "did not finish starting within 1000 ms" in error["message"]
+    assert took < 1.0 + MARGIN_S
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
+
+
+def test_a_call_that_hangs_is_a_timeout_at_the_deadline(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag)})
+    gw.call_json("get_server_tools", {"agent_id": "dev", "server": "s"})  # the deadline then covers the call only
+    result, took = execute(gw, "s", "sleep", {"seconds": 600}, timeout_ms=1000)
+    assert error_of(result)["code"] == TIMEOUT
+    assert took < 1.0 + MARGIN_S
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
+
+
+def test_banners_and_garbage_on_a_servers_stdout_are_skipped_and_the_call_succeeds(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "banner")})
+    result, took = execute(gw, "s", "echo", {"text": "through the noise"})
+    assert not result.is_error
+    assert harness.result_text(result) == "through the noise"
+    assert took < DEADLINE_MS / 1000 + MARGIN_S
+    assert_nothing_left(gw)
+
+
+def test_a_server_flooding_stderr_neither_blocks_nor_fails_the_call(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "flood-stderr")})
+    result, took = execute(gw, "s", "echo", {"text": "after the flood"})
+    assert harness.result_text(result) == "after the flood"
+    assert took < DEADLINE_MS / 1000 + MARGIN_S
+    assert "flood flood" in gw.stderr_text()  # it went to the gateway's stderr, not to stdout
+    assert_nothing_left(gw)
+
+
+def test_a_result_over_the_message_limit_is_a_downstream_error_and_one_under_it_passes_whole(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag)}, "--max-line-bytes", str(256 * 1024))
+    fits, _ = execute(gw, "s", "huge", {"size": 200_000})
+    assert harness.result_text(fits) == "x" * 200_000
+    result, took = execute(gw, "s", "huge", {"size": 2_000_000})
+    error = error_of(result)
+    assert error["code"] == DOWNSTREAM_ERROR
+    assert error["limit"] == 256 * 1024 and error["size"] > 2_000_000
+    assert took < DEADLINE_MS / 1000 + MARGIN_S
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
+
+
+def test_a_json_rpc_error_from_the_server_is_a_downstream_error_with_its_code(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag)})
+    result, _ = execute(gw, "s", "rpc_error", {})
+    error = error_of(result)
+    assert error["code"] == DOWNSTREAM_ERROR
+    assert error["downstream_code"] == -32050
+    assert_nothing_left(gw)
+
+
+def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_before_the_deadline(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "close-stdout")})
+    result, took = execute(gw, "s", timeout_ms=1500)
+    error = error_of(result)
+    assert error["code"] == SERVER_UNAVAILABLE
+    assert "closed the connection" in error["message"]
+    assert took < 1.5 + MARGIN_S
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
+
+
+def test_a_server_that_ignores_sigterm_answers_normally_and_is_killed_afterwards(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "ignore-sigterm")})
+    gw.call_json("get_server_tools", {"agent_id": "dev", "server": "s"})
+    result, took = execute(gw, "s", "echo", {"text": "stubborn"}, timeout_ms=1500)
+    assert harness.result_text(result) == "stubborn"  # not a TIMEOUT while the SDK waits for its exit
+    assert took < 1.5 + MARGIN_S
+    assert_nothing_left(gw)
+
+
+@pytest.mark.parametrize("how", ["at start", "during the call"])
+def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(gateway_for, tag, how):
+    mode = ("--mode", "grandchild") if how == "at start" else ()
+    gw = gateway_for({"s": harness.fault_server(tag, *mode)})
+    tool, args = ("echo", {"text": "x"}) if how == "at start" else ("spawn_grandchild", {})
+    result, _ = execute(gw, "s", tool, args)
+    assert not result.is_error
+    assert harness.wait_no_tagged(tag) == []
+    assert_nothing_left(gw)
+
+
+def test_many_failing_calls_in_a_row_leave_nothing_behind(gateway_for, tag):
+    gw = gateway_for({"crash": harness.fault_server(tag), "gone": harness.fault_server(tag, "--mode", "exit-at-once")})
+    for _ in range(3):
+        assert error_of(execute(gw, "crash", "crash", {})[0])["code"] == SERVER_UNAVAILABLE
+        assert error_of(execute(gw, "gone")[0])["code"] == SERVER_UNAVAILABLE
+    assert_nothing_left(gw)
+
+
+# --- HTTP servers ----------------------------------------------------------------------------
+
+
+def test_an_http_server_that_refuses_connections_is_server_unavailable(gateway_for):
+    gw = gateway_for({"web": harness.http_server(f"http://127.0.0.1:{harness.free_port()}/mcp")})
+    result, took = execute(gw, "web")
+    error = error_of(result)
+    assert error["code"] == SERVER_UNAVAILABLE
+    assert "connection failed" in error["message"]
+    assert took < DEADLINE_MS / 1000 + MARGIN_S
+    assert_still_serves(gw)
+
+
+@pytest.mark.parametrize("mode", ["500", "html", "stall"], ids=["status 500", "an HTML page", "a stalled stream"])
+def test_an_http_server_that_misbehaves_is_server_unavailable_within_the_deadline(gateway_for, tag, mode):
+    with harness.http_process(harness.BAD_HTTP_SERVER, tag, "--mode", mode) as (url, _):
+        gw = gateway_for({"web": harness.http_server(url)})
+        result, took = execute(gw, "web", timeout_ms=1500)
+        assert error_of(result)["code"] == SERVER_UNAVAILABLE
+        assert took < 1.5 + MARGIN_S
+        assert_still_serves(gw)
+        assert_nothing_left(gw)  # the bad server is the test's child, not the gateway's
+
+
+# --- the wire stays clean through all of it ----------------------------------------------------
+
+
+def test_no_fault_puts_a_byte_on_the_gateways_stdout_that_is_not_json_rpc(config_dir, tag):
+    config_dir.write({
+        "banner": harness.fault_server(tag, "--mode", "banner"),
+        "flood": harness.fault_server(tag, "--mode", "flood-stderr"),
+        "gone": harness.fault_server(tag, "--mode", "exit-at-once"),
+        "closer": harness.fault_server(tag, "--mode", "close-stdout"),
+        "normal": harness.fault_server(tag),
+    }, RULES)
+    raw = config_dir.raw_gateway()
+    try:
+        raw.initialize()
+        calls = [("banner", "echo", {"text": "x"}), ("flood", "echo", {"text": "x"}), ("gone", "echo", {"text": "x"}),
+                 ("closer", "echo", {"text": "x"}), ("normal", "crash", {}), ("normal", "spawn_grandchild", {})]
+        for server, tool, args in calls:
+            answer = raw.request("tools/call", {"name": "execute_tool", "arguments": {
+                "agent_id": "dev", "server": server, "tool": tool, "args": args, "timeout_ms": 3000}}, timeout=30)
+            assert "result" in answer
+        assert harness.wait_no_descendants(raw.pid) == []
+    finally:
+        assert raw.close() == 0
+    assert harness.protocol_problems(raw.all_stdout_bytes()) == []
+    assert b"banner" not in raw.all_stdout_bytes()

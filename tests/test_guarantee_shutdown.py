@@ -1,0 +1,135 @@
+"""Promise: however the gateway is told to stop (stdin EOF, SIGTERM, SIGINT), it stops
+cleanly within a few seconds.
+
+In-flight calls either finish and are answered, or are cancelled and answered with an
+error; every child process is reaped; every audit record is on disk; the exit status is 0;
+and stdout holds nothing but JSON-RPC messages. The few-seconds bound is asserted
+(generously): promptness is the behaviour under test.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pytest
+
+import harness
+from gateway_lib.errors import INTERNAL_ERROR
+
+RULES = {"agents": {"dev": {"allow": {"servers": ["tools"]}}}}
+EXIT_WITHIN_S = 10.0  # the gateway's grace is 3 s; the rest is margin for a loaded machine
+
+STOPS = {
+    "stdin EOF": lambda raw: raw.process.stdin.close(),
+    "SIGTERM": lambda raw: raw.process.send_signal(signal.SIGTERM),
+    "SIGINT": lambda raw: raw.process.send_signal(signal.SIGINT),
+}
+
+
+def execute(request_id: str, tool: str, args: dict) -> dict:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call", "params": {
+        "name": "execute_tool", "arguments": {"agent_id": "dev", "server": "tools", "tool": tool, "args": args}}}
+
+
+def wait_exit(raw: harness.RawGateway) -> int:
+    try:
+        return raw.process.wait(EXIT_WITHIN_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"The gateway did not exit within {EXIT_WITHIN_S} s; stderr: {raw.stderr_text()[-2000:]}")
+
+
+@pytest.fixture
+def started(config_dir, tag):
+    """A gateway with its tool list cached, plus its server log and audit path."""
+    log, audit = config_dir.path("server.log"), config_dir.path("audit.jsonl")
+    config_dir.write({"tools": harness.fault_server(tag, log=log)}, RULES)
+    raw = config_dir.raw_gateway("--audit-log", str(audit))
+    raw.initialize()
+    raw.request("tools/call", {"name": "get_server_tools", "arguments": {"agent_id": "dev", "server": "tools"}},
+                timeout=30)
+    yield raw, log, audit
+    raw.close()
+
+
+@pytest.mark.parametrize("stop", list(STOPS), ids=list(STOPS))
+def test_an_idle_gateway_exits_0_promptly_with_nothing_left(started, stop):
+    raw, _, _ = started
+    pid = raw.pid
+    STOPS[stop](raw)
+    assert wait_exit(raw) == 0
+    assert harness.descendants(pid) == []
+    assert "Fatal Python error" not in raw.stderr_text()
+    assert harness.protocol_problems(raw.all_stdout_bytes()) == []
+
+
+@pytest.mark.parametrize("stop", list(STOPS), ids=list(STOPS))
+def test_a_call_in_flight_finishes_and_is_answered_before_the_exit(started, stop, tag):
+    raw, log, _ = started
+    raw.send(execute("short", "sleep", {"seconds": 1}))
+    assert harness.wait_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
+    STOPS[stop](raw)
+    assert wait_exit(raw) == 0
+    raw.close()
+    answers = [json.loads(line) for line in raw.all_stdout_bytes().splitlines()]
+    finished = [a for a in answers if a.get("id") == "short"]
+    assert len(finished) == 1 and finished[0]["result"]["content"][0]["text"] == "slept 1"
+    assert harness.wait_no_tagged(tag) == []
+
+
+@pytest.mark.parametrize("stop", list(STOPS), ids=list(STOPS))
+def test_a_call_outliving_the_grace_is_cancelled_answered_once_and_its_server_reaped(started, stop, tag):
+    raw, log, audit = started
+    pid = raw.pid
+    raw.send(execute("long", "spawn_grandchild", {}))  # leaves a grandchild behind it
+    raw.response_for("long", timeout=30)
+    raw.send(execute("stuck", "sleep", {"seconds": 600}))
+    assert harness.wait_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
+    assert harness.descendants(pid)  # the sleeping server is the gateway's
+    STOPS[stop](raw)
+    assert wait_exit(raw) == 0
+    raw.close()
+    assert harness.descendants(pid) == []
+    assert harness.wait_no_tagged(tag) == []
+    stuck = [json.loads(line) for line in raw.all_stdout_bytes().splitlines() if b'"stuck"' in line]
+    assert len(stuck) == 1
+    assert stuck[0]["error"]["code"] == INTERNAL_ERROR
+    assert "shutting down" in stuck[0]["error"]["message"]
+    assert harness.protocol_problems(raw.all_stdout_bytes()) == []
+    records = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    calls = [r for r in records if r["tool"] == "execute_tool"]
+    assert len(calls) == 2  # the cancelled call was audited too, before the exit
+    assert calls[-1]["outcome"] == "cancelled"
+
+
+@pytest.mark.parametrize("stop", list(STOPS), ids=list(STOPS))
+def test_every_audit_record_is_on_disk_when_the_gateway_has_exited(started, stop):
+    raw, _, audit = started
+    for n in range(20):
+        raw.send({"jsonrpc": "2.0", "id": f"c{n}", "method": "tools/call",
+                  "params": {"name": "list_servers", "arguments": {"agent_id": "dev"}}})
+    answered = set()
+    while len(answered) < 20:  # pooled answers may come in any order
+        answered.add(raw.read_message(timeout=30).get("id"))
+    STOPS[stop](raw)
+    assert wait_exit(raw) == 0
+    records = [json.loads(line) for line in audit.read_text(encoding="utf-8").splitlines()]
+    assert sum(1 for r in records if r["tool"] == "list_servers") == 20
+    assert audit.read_bytes().endswith(b"\n")
+
+
+def test_a_request_arriving_during_shutdown_is_answered_not_dropped(started, tag):
+    raw, log, _ = started
+    raw.send(execute("stuck", "sleep", {"seconds": 600}))
+    assert harness.wait_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
+    raw.process.send_signal(signal.SIGTERM)
+    assert harness.wait_until(lambda: "Shutting down" in raw.stderr_text(), timeout=10)
+    raw.send(execute("late", "echo", {"text": "too late"}))
+    assert wait_exit(raw) == 0
+    raw.close()
+    late = [json.loads(line) for line in raw.all_stdout_bytes().splitlines() if b'"late"' in line]
+    assert len(late) <= 1  # answered once if the reader still took it in, never twice
+    if late:
+        assert late[0]["error"]["code"] == INTERNAL_ERROR
+    assert harness.wait_no_tagged(tag) == []

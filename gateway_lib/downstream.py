@@ -745,13 +745,34 @@ async def _open_transport(spec: ServerSpec, errlog: TextIO, stack: contextlib.As
         from mcp.client.streamable_http import streamable_http_client
 
         # No client-side timeouts: the caller's deadline bounds the whole call.
-        client = await stack.enter_async_context(httpx2.AsyncClient(headers=dict(spec.headers), timeout=None))
+        client = httpx2.AsyncClient(headers=dict(spec.headers), timeout=None, verify=_tls_context())
+        client = await stack.enter_async_context(client)
         return await stack.enter_async_context(streamable_http_client(spec.url, http_client=client))
     if spec.transport == SSE:
         from mcp.client.sse import sse_client
 
-        return await stack.enter_async_context(sse_client(spec.url, headers=dict(spec.headers)))
+        session = sse_client(spec.url, headers=dict(spec.headers), httpx_client_factory=_sse_http_client)
+        return await stack.enter_async_context(session)
     raise ServerUnavailable(f"Server {spec.name!r} has an unknown transport {spec.transport!r}")
+
+
+@functools.cache
+def _tls_context() -> Any:
+    """One TLS context for every HTTP session, built as httpx2 builds its default one.
+
+    Building it loads the CA store, about 18 ms on these machines: a client made per call
+    would pay that on every call, more than half of a whole local HTTP call.
+    """
+    import httpx2
+
+    return httpx2.create_ssl_context()
+
+
+def _sse_http_client(headers: dict | None = None, timeout: Any = None, auth: Any = None) -> Any:
+    """The SDK's SSE client factory, with the shared TLS context."""
+    import httpx2
+
+    return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=_tls_context())
 
 
 def _translate(call: _Call, exc: BaseException) -> BaseException:

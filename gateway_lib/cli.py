@@ -193,12 +193,13 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         finally:
             stop.set()
 
-    threading.Thread(target=read_until_eof, name="gateway-reader", daemon=True).start()
+    # Handlers first: SIGHUP's default action would end the gateway once it is serving.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     if hasattr(signal, "SIGHUP"):
         # The handler only notes the request; the watcher's thread does the reloading.
         signal.signal(signal.SIGHUP, lambda *_: background.request_reload())
+    threading.Thread(target=read_until_eof, name="gateway-reader", daemon=True).start()
     logger.info("Gateway %s serving on stdio%s", __version__, " (debug)" if settings.debug else "")
     while not stop.wait(1.0):
         pass

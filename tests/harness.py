@@ -130,16 +130,21 @@ def tagged_pids(tag: str) -> list[int]:
     return sorted(found)
 
 
-def wait_no_tagged(tag: str, timeout: float = 5.0) -> list[int]:
-    """Waits for every tagged process to end; returns the survivors (empty is good)."""
+def _wait_none_left(find: Callable[[], list[int]], timeout: float) -> list[int]:
+    """Waits until `find()` finds no process; returns the survivors (empty is good)."""
     survivors: list[int] = []
 
     def none_left() -> bool:
-        survivors[:] = tagged_pids(tag)
+        survivors[:] = find()
         return not survivors
 
     wait_until(none_left, timeout)
     return survivors
+
+
+def wait_no_tagged(tag: str, timeout: float = 5.0) -> list[int]:
+    """Waits for every tagged process to end; returns the survivors (empty is good)."""
+    return _wait_none_left(lambda: tagged_pids(tag), timeout)
 
 
 def kill_tagged(tag: str) -> list[int]:
@@ -185,14 +190,7 @@ def descendants(pid: int) -> list[int]:
 
 def wait_no_descendants(pid: int, timeout: float = 10.0) -> list[int]:
     """Waits for every descendant of `pid` to end; returns the survivors (empty is good)."""
-    survivors: list[int] = []
-
-    def none_left() -> bool:
-        survivors[:] = descendants(pid)
-        return not survivors
-
-    wait_until(none_left, timeout)
-    return survivors
+    return _wait_none_left(lambda: descendants(pid), timeout)
 
 
 def rss_bytes(pid: int) -> int:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import http.server
 import importlib.util
 import json
-import os
-import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+import harness
 from gateway_lib.downstream import Downstream
 from gateway_lib.errors import DownstreamError, RequestCancelled, ServerUnavailable, ToolNotFound, ToolTimeout
 from gateway_lib.model import ServerSpec
@@ -35,38 +34,14 @@ def _load_fixture():
 fixture = _load_fixture()
 
 
-def tagged(tag: str) -> list[int]:
-    """Pids of live processes whose argv contains `tag` (zombies have an empty cmdline)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if tag.encode() in argv:
-                pids.append(int(entry))
-    return pids
-
-
-def wait_until(predicate, timeout_s: float = 5.0) -> bool:
-    """Bounded poll: True as soon as `predicate()` holds, False if the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+tagged = harness.tagged_pids
+wait_until = harness.wait_until
+free_port = harness.free_port
 
 
 def assert_no_process_left(tag: str) -> None:
-    assert wait_until(lambda: not tagged(tag)), f"processes still alive: {tagged(tag)}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    survivors = harness.wait_no_tagged(tag)
+    assert not survivors, f"processes still alive: {survivors}"
 
 
 @pytest.fixture
@@ -212,7 +187,7 @@ def test_timeout_answers_at_once_and_cleanup_finishes_in_background(downstream, 
     assert time.monotonic() - started < 0.5 + 1.5  # not after the SDK's multi-second close
     assert caught.value.message == "Server 'fx' did not answer within 500 ms"
     assert_no_process_left(tag)  # server and its SIGTERM-proof grandchild
-    assert wait_until(lambda: downstream.live_sessions == 0)
+    assert wait_until(lambda: downstream.live_sessions == 0, timeout=5)
 
 
 def test_grandchild_that_ignores_stdin_dies_with_the_call(downstream, tag):
@@ -225,7 +200,7 @@ def test_cancel_while_waiting(downstream, tag):
     cancel = threading.Event()
 
     def cancel_once_running():
-        wait_until(lambda: tagged(tag), timeout_s=10)
+        wait_until(lambda: tagged(tag), timeout=10)
         cancel.set()
 
     canceller = threading.Thread(target=cancel_once_running)
@@ -261,7 +236,7 @@ def test_shutdown_stops_live_sessions_and_refuses_new_ones(tag):
 
     caller = threading.Thread(target=call)
     caller.start()
-    assert wait_until(lambda: len(tagged(tag)) == 2, timeout_s=10)  # server and grandchild are up
+    assert wait_until(lambda: len(tagged(tag)) == 2, timeout=10)  # server and grandchild are up
     assert ds.live_sessions == 1
 
     ds.shutdown(timeout_s=5)
@@ -332,22 +307,13 @@ def sdk_server():
         ))
         urls["http" if transport == "streamable-http" else "sse"] = f"http://127.0.0.1:{port}{path}"
     try:
-        for url in urls.values():
-            port = int(url.split(":")[2].split("/")[0])
-            assert wait_until(lambda: _accepts(port), timeout_s=20), f"fixture server on {port} did not start"
+        for proc, url in zip(procs, urls.values()):
+            harness.wait_for_port(int(url.split(":")[2].split("/")[0]), 20, proc)
         yield urls
     finally:
         for proc in procs:
             proc.kill()
             proc.wait()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return True
-    except OSError:
-        return False
 
 
 @pytest.mark.parametrize("transport", ["http", "sse"])
@@ -362,7 +328,7 @@ def test_http_transports_list_call_and_send_headers(downstream, sdk_server, tran
     assert echoed["content"] == [{"type": "text", "text": "over http"}]
     assert echoed["isError"] is False
     assert header["content"][0]["text"] == "k-123"
-    assert wait_until(lambda: downstream.live_sessions == 0)  # sessions close after answering
+    assert wait_until(lambda: downstream.live_sessions == 0, timeout=5)  # sessions close after answering
 
 
 def test_http_connection_refused(downstream):

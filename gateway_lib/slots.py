@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Callable
 
 from .errors import RequestCancelled, ToolTimeout
 from .model import ServerSpec
@@ -26,14 +25,6 @@ class ServerSlots:
         self._semaphores: dict[tuple[str, int], threading.BoundedSemaphore] = {}
         self.waiting = 0
 
-    @contextmanager
-    def hold(self, spec: ServerSpec, deadline: float, cancel: threading.Event) -> Iterator[None]:
-        release = self.acquire(spec, deadline, cancel)
-        try:
-            yield
-        finally:
-            release()
-
     def acquire(self, spec: ServerSpec, deadline: float, cancel: threading.Event) -> Callable[[], None]:
         """Wait for a slot of the server; returns the function that gives it back.
 
@@ -44,15 +35,11 @@ class ServerSlots:
             return _nothing
         semaphore = self._semaphore(spec.name, spec.max_concurrency)
         self._acquire(semaphore, spec, deadline, cancel)
-        released = threading.Event()
-        lock = threading.Lock()
+        once = threading.Lock()  # taken by the first release and never given back
 
         def release() -> None:
-            with lock:
-                if released.is_set():
-                    return
-                released.set()
-            semaphore.release()
+            if once.acquire(blocking=False):
+                semaphore.release()
 
         return release
 

@@ -29,37 +29,49 @@ def test_a_call_past_the_limit_waits_until_a_slot_frees():
     entered = threading.Event()
 
     def second() -> None:
-        with slots.hold(LIMITED, far(), threading.Event()):
-            entered.set()
+        release = slots.acquire(LIMITED, far(), threading.Event())
+        entered.set()
+        release()
 
-    with slots.hold(LIMITED, far(), threading.Event()):
-        waiter = threading.Thread(target=second)
-        waiter.start()
-        assert harness.wait_until(lambda: slots.waiting == 1, 5)
-        assert not entered.is_set()
+    release_first = slots.acquire(LIMITED, far(), threading.Event())
+    waiter = threading.Thread(target=second)
+    waiter.start()
+    assert harness.wait_until(lambda: slots.waiting == 1, 5)
+    assert not entered.is_set()
+    release_first()
     assert entered.wait(5)
     waiter.join(5)
     assert slots.waiting == 0
 
 
+def test_a_slot_released_twice_is_given_back_once():
+    slots = ServerSlots()
+    release = slots.acquire(LIMITED, far(), threading.Event())
+    release()
+    release()  # a second release must not open a second slot
+    slots.acquire(LIMITED, far(), threading.Event())
+    with pytest.raises(ToolTimeout):
+        slots.acquire(LIMITED, time.monotonic(), threading.Event())
+
+
 def test_a_server_without_a_limit_never_queues():
     slots = ServerSlots()
     free = ServerSpec(name="s", transport="stdio", command="srv")
-    with slots.hold(free, far(), threading.Event()), slots.hold(free, far(), threading.Event()):
-        assert slots.waiting == 0
+    slots.acquire(free, far(), threading.Event())
+    slots.acquire(free, far(), threading.Event())
+    assert slots.waiting == 0
 
 
 def test_a_queued_call_gives_up_at_its_deadline_or_when_cancelled():
     slots = ServerSlots()
     cancelled = threading.Event()
     cancelled.set()
-    with slots.hold(LIMITED, far(), threading.Event()):
-        with pytest.raises(ToolTimeout):
-            with slots.hold(LIMITED, time.monotonic(), threading.Event()):
-                pass
-        with pytest.raises(RequestCancelled):
-            with slots.hold(LIMITED, far(), cancelled):
-                pass
+    release = slots.acquire(LIMITED, far(), threading.Event())
+    with pytest.raises(ToolTimeout):
+        slots.acquire(LIMITED, time.monotonic(), threading.Event())
+    with pytest.raises(RequestCancelled):
+        slots.acquire(LIMITED, far(), cancelled)
+    release()
     assert slots.waiting == 0
 
 

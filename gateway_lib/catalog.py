@@ -81,22 +81,22 @@ class ToolCatalog:
         from jsonschema.exceptions import SchemaError
         from jsonschema.validators import validator_for
 
+        name = definition["name"]
         with self._lock:
             entry = self._entries.get(spec.name)
-            cached = entry.validators.get(definition["name"]) if entry and entry.spec == spec else None
-        if cached is not None:
-            return cached
+            if entry is not None and entry.spec == spec and name in entry.validators:
+                return entry.validators[name]  # None too: an invalid schema is judged once
         schema = definition.get("inputSchema") or {"type": "object"}
         cls = validator_for(schema)
         try:
             cls.check_schema(schema)
+            validator = cls(schema)
         except SchemaError:
-            logger.warning("Tool %r of server %r has an invalid inputSchema; not checking its arguments", definition["name"], spec.name)
-            return None
-        validator = cls(schema)
+            logger.warning("Tool %r of server %r has an invalid inputSchema; not checking its arguments", name, spec.name)
+            validator = None
         with self._lock:
             if entry is not None and self._entries.get(spec.name) is entry:
-                entry.validators[definition["name"]] = validator
+                entry.validators[name] = validator
         return validator
 
     def forget_missing(self, current: dict[str, ServerSpec]) -> None:

@@ -119,11 +119,14 @@ def test_a_tools_validator_is_compiled_once_per_cached_list():
     assert cat.validator(SPEC, ECHO) is not first
 
 
-def test_a_tool_with_an_invalid_schema_gets_no_validator():
+def test_a_tool_with_an_invalid_schema_gets_no_validator_judged_and_logged_once(caplog):
     cat = catalog(FakeLister())
     broken = {"name": "broken", "inputSchema": {"type": "object", "properties": {"x": {"type": 5}}}}
     cat.store(SPEC, [broken])
-    assert cat.validator(SPEC, broken) is None
+    with caplog.at_level("WARNING", logger="gateway_lib.catalog"):
+        assert cat.validator(SPEC, broken) is None
+        assert cat.validator(SPEC, broken) is None
+    assert len([r for r in caplog.records if "invalid inputSchema" in r.getMessage()]) == 1
 
 
 # --- end to end: counting downstream sessions --------------------------------------------------

@@ -21,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
-from . import model, policy
+from . import claude_code_keys, model, policy
 from .errors import ConfigError, Problem
 from .jsonfile import Document, JsonPath, format_json_path, quote, read_document  # noqa: F401  (re-exported)
 from .locate import (  # noqa: F401  (re-exported)
@@ -81,8 +81,12 @@ def load_servers(path: str, environ: Mapping[str, str]) -> ServersConfig:
         name: _build_server(name, entry, environ, config_dir)
         for name, entry in document.data["mcpServers"].items()
     }
+    warnings = [warning for name, entry in _server_entries(document)
+                for warning in claude_code_keys.entry_warnings(document, ("mcpServers", name), entry)]
+    for warning in warnings:
+        logger.warning("%s", warning)
     logger.debug("loaded %d server(s) from %s", len(servers), path)
-    return ServersConfig(path=str(path), servers=MappingProxyType(servers))
+    return ServersConfig(path=str(path), servers=MappingProxyType(servers), warnings=tuple(warnings))
 
 
 def _server_entries(document: Document) -> Iterable[tuple[str, dict[str, Any]]]:
@@ -101,6 +105,7 @@ def _server_semantic_problems(document: Document) -> list[Problem]:
         message = _endpoint_problem(entry) or _transport_problem(entry)
         if message:
             problems.append(document.problem(path, message))
+        problems += claude_code_keys.entry_problems(document, path, entry)
     return problems
 
 
@@ -154,10 +159,12 @@ def _build_server(
         cwd=_resolve_cwd(entry.get("cwd"), config_dir),
         url=substitute(url) if url is not None else None,
         headers=_substituted_map(entry.get("headers", {}), substitute),
-        timeout_ms=entry.get("timeout_ms"),
+        timeout_ms=claude_code_keys.timeout_ms(entry),
         max_concurrency=entry.get("max_concurrency"),
         session=entry.get("session", model.PER_CALL),
         idle_timeout_ms=entry.get("idle_timeout_ms", model.DEFAULT_IDLE_TIMEOUT_MS),
+        oauth=claude_code_keys.build_oauth(entry, substitute, config_dir),
+        headers_helper=entry.get("headersHelper"),
         unusable=unusable_message(name, substitute.missing),
         written_command=command,
         written_url=url,
@@ -288,6 +295,7 @@ def check_files(
     warnings: list[str] = []
     if servers is not None:
         warnings += [spec.unusable for spec in servers.servers.values() if spec.unusable]
+        warnings += servers.warnings
     if servers is not None and rules is not None:
         warnings += undefined_server_warnings(servers, rules)
     return problems, warnings

@@ -11,6 +11,7 @@
     ├── GatewayError              answered as a tool result with isError: true
     │   ├── DeniedByPolicy          DENIED_BY_POLICY
     │   ├── ServerUnavailable       SERVER_UNAVAILABLE
+    │   ├── AuthRequired            AUTH_REQUIRED
     │   ├── ToolNotFound            TOOL_NOT_FOUND
     │   ├── ToolTimeout             TIMEOUT
     │   ├── InvalidArguments        INVALID_ARGUMENTS
@@ -85,6 +86,7 @@ class RequestCancelled(Exception):
 
 DENIED_BY_POLICY = "DENIED_BY_POLICY"
 SERVER_UNAVAILABLE = "SERVER_UNAVAILABLE"
+AUTH_REQUIRED = "AUTH_REQUIRED"
 TOOL_NOT_FOUND = "TOOL_NOT_FOUND"
 TIMEOUT = "TIMEOUT"
 INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
@@ -122,6 +124,13 @@ class DeniedByPolicy(GatewayError):
 
 class ServerUnavailable(GatewayError):
     code = SERVER_UNAVAILABLE
+
+
+class AuthRequired(GatewayError):
+    """An OAuth-protected server the gateway holds no usable tokens for, and no sign-in
+    finished within the call's deadline."""
+
+    code = AUTH_REQUIRED
 
 
 class ToolNotFound(GatewayError):

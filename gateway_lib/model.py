@@ -24,6 +24,30 @@ KEEP_ALIVE = "keep-alive"
 
 DEFAULT_IDLE_TIMEOUT_MS = 300_000
 
+AUTHORIZATION_CODE = "authorization_code"
+CLIENT_CREDENTIALS = "client_credentials"
+
+
+@dataclass(frozen=True)
+class OAuthSettings:
+    """An http/sse entry's `oauth` object (Claude Code's keys, plus the client-credentials ones).
+
+    All None is the common case: discovery, dynamic registration, a browser sign-in.
+    `client_secret` is a secret: kept out of repr and never logged.
+    """
+
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    callback_port: int | None = None
+    auth_server_metadata_url: str | None = None
+    scopes: str | None = None
+    grant: str = AUTHORIZATION_CODE
+    private_key_file: str | None = None  # absolute: resolved against the .mcp.json's folder
+    signing_algorithm: str | None = None
+
+
+DEFAULT_OAUTH = OAuthSettings()
+
 
 @dataclass(frozen=True)
 class ServerSpec:
@@ -50,6 +74,8 @@ class ServerSpec:
     session: str = PER_CALL
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
     unusable: str | None = None
+    oauth: OAuthSettings | None = DEFAULT_OAUTH  # None: `"oauth": false`, a 401 is just an error
+    headers_helper: str | None = None  # a shell command printing a JSON object of headers
     written_command: str | None = None  # as in .mcp.json, before ${VAR} substitution
     written_url: str | None = None
 
@@ -78,6 +104,7 @@ class ServersConfig:
 
     path: str
     servers: Mapping[str, ServerSpec]
+    warnings: tuple[str, ...] = ()  # keys that are ignored, or given twice
 
 
 @dataclass(frozen=True)

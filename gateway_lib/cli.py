@@ -4,6 +4,7 @@ The only module that reads the environment. Commands:
     serve (default)  the stdio MCP server
     check            validate both config files as the running gateway would
     demo             start the gateway and drive one real client session against it
+    login, logout    sign in to an OAuth-protected server ahead of time, or forget its tokens
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     out = sys.stdout if out is None else out
+    from .oauth_cli import COMMANDS as OAUTH_COMMANDS
+
+    if argv and argv[0] in OAUTH_COMMANDS:  # login, logout: oauth_cli.py
+        from . import oauth_cli
+
+        return oauth_cli.main(argv.pop(0), argv, environ, out, _common_options, _config_paths, _configure_logging)
     command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo") else "serve"
     if command == "check":
         return run_check(_check_parser().parse_args(argv), environ, out)
@@ -163,14 +170,18 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
                        settings.pinned_agent)
     audit = AuditLog(_setting(options.audit_log, environ, "GATEWAY_AUDIT_LOG", default_audit_path(environ)))
     store = ConfigStore(snapshot)
-    downstream = Downstream(errlog=sys.stderr)
+    from . import oauth_cli
+
+    oauth_tokens = oauth_cli.token_store(environ)
+    downstream = Downstream(errlog=sys.stderr, token_store=oauth_tokens)
     ttl = _setting(options.tool_cache_ttl, environ, "GATEWAY_TOOL_CACHE_TTL", DEFAULT_TTL_S, float)
     catalog = ToolCatalog(downstream.list_tools, ttl_s=ttl)
     reloader = Reloader(store, mcp_path, rules_path, environ, audit)
     reloader.add_servers_listener(catalog.forget_missing)
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
     tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
-                         status_extra=lambda: {"reload_status": reloader.status()})
+                         status_extra=lambda: {"reload_status": reloader.status(),
+                                               "oauth": oauth_cli.status(store.current().servers, oauth_tokens)})
     delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DEBOUNCE_S * 1000, int)
     background = _AfterHandshake(downstream, reloader, delay_s=max(delay_ms, 0) / 1000)
 
@@ -277,6 +288,10 @@ def run_check(options: argparse.Namespace, environ: Mapping[str, str], out: Text
         out.write(f"error: {problem}\n")
     for warning in warnings:
         out.write(f"warning: {warning}\n")
+    from .oauth_cli import check_lines
+
+    for line in check_lines(mcp_path, environ):
+        out.write(f"{line}\n")
     for path, flag, variable in ((mcp_path, "--mcp-config", "GATEWAY_MCP_CONFIG"), (rules_path, "--rules", "GATEWAY_RULES")):
         if not path.exists():
             out.write(f"hint: to check another file, give its path with {flag} PATH or {variable}\n")

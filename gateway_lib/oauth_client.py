@@ -44,9 +44,9 @@ from mcp.shared.auth import (
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from .errors import ServerUnavailable
-from .model import CLIENT_CREDENTIALS, HTTP, SSE, OAuthSettings, ServerSpec
+from .model import CLIENT_CREDENTIALS, OAuthSettings, ServerSpec
 from .oauth_signin import CALLBACK_PATH, LOOPBACK, CallbackListener, SignInFailed, open_browser, state_of
-from .oauth_store import LOCK_POLL_S, TokenStore, record_key
+from .oauth_store import LOCK_POLL_S, TokenStore, key_of, uses_oauth
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +65,6 @@ def _without_traceback(record: logging.LogRecord) -> bool:
 
 logging.getLogger("mcp.client.auth").addFilter(_without_traceback)
 logging.getLogger("mcp.client.auth.oauth2").addFilter(_without_traceback)
-
-
-def uses_oauth(spec: ServerSpec) -> bool:
-    return spec.transport in (HTTP, SSE) and spec.oauth is not None and bool(spec.url)
-
-
-def key_of(spec: ServerSpec) -> str:
-    oauth = spec.oauth or OAuthSettings()
-    return record_key(spec.url or "", oauth.client_id, oauth.grant)
 
 
 @dataclass
@@ -105,12 +96,6 @@ class OAuthSupport:
     def status(self, spec: ServerSpec) -> dict[str, Any] | None:
         """Token presence and expiry of `spec` (never tokens); None when OAuth does not apply."""
         return self.store.summary(key_of(spec)) if uses_oauth(spec) else None
-
-    def forget(self, spec: ServerSpec) -> bool:
-        key = key_of(spec)
-        lock = self.store.lock(key)
-        with lock.holding(timeout_s=10.0):  # wait out a refresh in progress; forget regardless
-            return self.store.forget(key)
 
 
 class RecordStorage:

@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .model import HTTP, SSE, OAuthSettings, ServerSpec
+
 logger = logging.getLogger(__name__)
 
 DIR_MODE = 0o700
@@ -48,6 +50,16 @@ def record_key(server_url: str, client_id: str | None = None, grant: str | None 
     """The file name (without suffix) of the record of one server signed in as one client."""
     identity = json.dumps([server_url, client_id or "", grant or "authorization_code"])
     return hashlib.sha256(identity.encode()).hexdigest()[:32]
+
+
+def uses_oauth(spec: ServerSpec) -> bool:
+    """Whether calls to `spec` sign in when the server asks (http/sse, oauth not false)."""
+    return spec.transport in (HTTP, SSE) and spec.oauth is not None and bool(spec.url)
+
+
+def key_of(spec: ServerSpec) -> str:
+    oauth = spec.oauth or OAuthSettings()
+    return record_key(spec.url or "", oauth.client_id, oauth.grant)
 
 
 class TokenStore:

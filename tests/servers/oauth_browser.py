@@ -5,7 +5,7 @@
 Modes: follow (default) fetches the authorization URL and follows its redirect to the
 gateway's callback; wrong-state first sends the callback with another state, then the right
 one; ignore only records the URL (the callback never arrives). Each visit is appended to
-FILE as one JSON line: {"url": ..., "callbacks": [[state_was_right, http_status], ...]}.
+FILE as one JSON line: {"url": ..., "callback": URL, "callbacks": [[state_was_right, http_status], ...]}.
 """
 
 import argparse
@@ -51,6 +51,7 @@ def main() -> None:
         except urllib.error.HTTPError as error:
             location = error.headers.get("Location") if error.code in (301, 302, 303, 307) else None
         if location:
+            visit["callback"] = location  # carries the code: the leak test looks for it
             if args.mode == "wrong-state":
                 visit["callbacks"].append([False, _status(_with_state(location, "not-the-state"))])
             visit["callbacks"].append([True, _status(location)])

@@ -13,6 +13,7 @@ import os
 import socket
 import stat
 import subprocess
+import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -38,6 +39,14 @@ def oauth_dir() -> Path:
 
 def stored_records() -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(oauth_dir().glob("*.json"))]
+
+
+def expire_stored_tokens() -> None:
+    """As if the access token's lifetime had passed: the record's expiry moves into the past."""
+    for path in oauth_dir().glob("*.json"):
+        record = json.loads(path.read_text())
+        record["expires_at"] = time.time() - 60
+        path.write_text(json.dumps(record))
 
 
 def login(config, env) -> subprocess.CompletedProcess:
@@ -96,7 +105,7 @@ def test_after_login_calls_need_no_browser_and_logout_forgets_the_tokens(tag, co
         logout = run_gateway_command(config_dir, "logout", SERVER_NAME)
         assert logout.returncode == 0 and f"Forgot the tokens of {SERVER_NAME!r}" in logout.stdout
         with config_dir.gateway(env=browser_env(log, mode="ignore", tag=tag)) as gateway:
-            after = whoami(gateway, timeout_ms=3000)
+            after = whoami(gateway, timeout_ms=10000)
     assert error_of(after)["code"] == AUTH_REQUIRED and len(visits(log)) == 2
 
 
@@ -116,9 +125,8 @@ def test_an_expired_access_token_is_refreshed_without_a_browser(tag, config_dir)
     log = config_dir.path("browser.jsonl")
     with oauth_server(tag) as server:
         config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
-        server.control("lifetime?seconds=0")  # the gateway sees the token as expired at once
         login(config_dir, browser_env(log, tag=tag))
-        server.control("lifetime?seconds=3600")
+        expire_stored_tokens()
         with config_dir.gateway(env=browser_env(log, mode="ignore", tag=tag)) as gateway:
             first, second = whoami(gateway), whoami(gateway)
         stats = server.stats()
@@ -130,9 +138,8 @@ def test_two_gateways_refresh_one_expired_token_once_between_them(tag, config_di
     log = config_dir.path("browser.jsonl")
     with oauth_server(tag) as server:
         config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
-        server.control("lifetime?seconds=0")
         login(config_dir, browser_env(log, tag=tag))
-        server.control("lifetime?seconds=3600")
+        expire_stored_tokens()
         # A slow token endpoint keeps the first refresh in flight while the other gateway
         # finds the token expired too; refresh tokens rotate, so a second refresh with the
         # same one would be refused.
@@ -150,9 +157,8 @@ def test_a_refused_refresh_token_falls_back_to_signing_in_again(tag, config_dir)
     log = config_dir.path("browser.jsonl")
     with oauth_server(tag) as server:
         config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
-        server.control("lifetime?seconds=0")
         login(config_dir, browser_env(log, tag=tag))
-        server.control("lifetime?seconds=3600")
+        expire_stored_tokens()
         server.control("revoke-refresh")
         with config_dir.gateway(env=browser_env(log, tag=tag)) as gateway:
             result = whoami(gateway)
@@ -188,7 +194,7 @@ def test_a_sign_in_that_never_comes_back_is_auth_required_by_the_deadline_and_cl
     with oauth_server(tag) as server:
         config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
         with config_dir.gateway(env=browser_env(log, mode="ignore", tag=tag)) as gateway:
-            error = error_of(whoami(gateway, timeout_ms=3000))
+            error = error_of(whoami(gateway, timeout_ms=10000))
             url = visits(log)[0]["url"]
             redirect = urlsplit(parse_qs(urlsplit(url).query)["redirect_uri"][0])
 

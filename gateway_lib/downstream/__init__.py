@@ -20,8 +20,10 @@ from typing import Any, Callable, Mapping, TextIO
 
 from ..errors import RequestCancelled, ServerUnavailable
 from ..model import KEEP_ALIVE, ServerSpec
+from ..oauth_store import TokenStore
 from . import sdk
 from .keep_alive import KeptSessions
+from .oauth import OAuthGate
 from .per_call import PerCallSessions, Work
 
 log = logging.getLogger(__name__)
@@ -30,11 +32,13 @@ log = logging.getLogger(__name__)
 class Downstream:
     """Runs calls on per-call or kept-alive sessions and makes sure nothing outlives it."""
 
-    def __init__(self, errlog: TextIO | None = None):
+    def __init__(self, errlog: TextIO | None = None, token_store: TokenStore | None = None):
         # stdio children write their stderr here; the SDK needs a real file descriptor.
         errlog = errlog if errlog is not None else sys.stderr
-        self._per_call = PerCallSessions(errlog)
-        self._kept = KeptSessions(errlog)
+        # With a token store, http/sse servers that answer 401 are signed in to (oauth.py).
+        oauth = OAuthGate(token_store) if token_store is not None else None
+        self._per_call = PerCallSessions(errlog, oauth)
+        self._kept = KeptSessions(errlog, oauth)
         self._lock = threading.Lock()
         self._preloader: threading.Thread | None = None
 

@@ -21,9 +21,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, TextIO
 
-from ..errors import ServerUnavailable, ToolTimeout
+from ..errors import GatewayError, ServerUnavailable, ToolTimeout
 from ..model import ServerSpec
 from . import loop, sdk, waiting
+from .oauth import OAuthGate, SessionAuth
 from .per_call import Work
 from .translate import READY, STARTING, translate
 
@@ -42,8 +43,9 @@ class SessionGone(Exception):
 class KeptSessions:
     """The open kept-alive sessions by (server, agent), and every one whose thread still runs."""
 
-    def __init__(self, errlog: TextIO):
+    def __init__(self, errlog: TextIO, oauth: OAuthGate | None = None):
         self._errlog = errlog
+        self._oauth = oauth
         self._lock = threading.Lock()
         self._open: dict[Key, KeptSession] = {}
         self._alive: set[KeptSession] = set()
@@ -83,7 +85,8 @@ class KeptSessions:
                 stale = (self._open.pop(key), "its process exited", False)
             session = self._open.get(key)
             if session is None or not session.hold():
-                session = KeptSession(self, spec, agent, self._errlog)
+                session = KeptSession(self, spec, agent, self._errlog,
+                                      self._oauth.session(spec) if self._oauth is not None else None)
                 session.hold()
                 self._open[key] = session
                 self._alive.add(session)
@@ -155,8 +158,10 @@ class KeptSession(loop.LoopProcesses):
 
     method = "initialize"  # what `translate` reports while the session is starting
 
-    def __init__(self, registry: KeptSessions, spec: ServerSpec, agent: str | None, errlog: TextIO):
+    def __init__(self, registry: KeptSessions, spec: ServerSpec, agent: str | None, errlog: TextIO,
+                 auth: SessionAuth | None = None):
         self.spec = spec
+        self.auth = auth
         self.agent = agent
         self.key: Key = (spec.name, agent)
         self.errlog = errlog
@@ -241,8 +246,7 @@ class KeptSession(loop.LoopProcesses):
         """Run `work(session)` in the session's loop; wait until the deadline at most."""
         ms = round(timeout_s * 1000)
         name = self.spec.name
-        waiting.result_by(self.ready, deadline, cancel,
-                          lambda: ServerUnavailable(f"Server {name!r} did not finish starting within {ms} ms"))
+        waiting.result_by(self.ready, deadline, cancel, lambda: self._starting_timeout(ms))
         sent = threading.Event()
         coroutine = self._serve(method, work, sent)
         try:
@@ -267,6 +271,10 @@ class KeptSession(loop.LoopProcesses):
             # call opens a fresh one. This call is not retried: the tool may not be idempotent.
             self.close("its connection failed", on_purpose=False)
             raise
+
+    def _starting_timeout(self, ms: int) -> GatewayError:
+        signing_in = self.auth.required_error() if self.auth is not None else None
+        return signing_in or ServerUnavailable(f"Server {self.spec.name!r} did not finish starting within {ms} ms")
 
     # --- the session's own thread and loop --------------------------------------------
 
@@ -297,7 +305,7 @@ class KeptSession(loop.LoopProcesses):
                     if self.closing is not None:
                         scope.cancel()
                 async with contextlib.AsyncExitStack() as stack:
-                    session = await sdk.open_session(self.spec, self.errlog, stack)
+                    session = await sdk.open_session(self.spec, self.errlog, stack, self.auth)
                     await session.initialize()
                     self._session, self.phase = session, READY
                     self._settle_ready(None)

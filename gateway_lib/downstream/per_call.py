@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable, TextIO
 from ..errors import GatewayError, ServerUnavailable, ToolTimeout
 from ..model import ServerSpec
 from . import loop, sdk, waiting
+from .oauth import OAuthGate, SessionAuth
 from .translate import READY, STARTING, first_leaf, translate
 
 log = logging.getLogger(__name__)
@@ -29,8 +30,9 @@ Work = Callable[[Any], Awaitable[Any]]
 class PerCallSessions:
     """The per-call sessions in flight, so shutdown can stop them all."""
 
-    def __init__(self, errlog: TextIO):
+    def __init__(self, errlog: TextIO, oauth: OAuthGate | None = None):
         self._errlog = errlog
+        self._oauth = oauth
         self._lock = threading.Lock()
         self._calls: set[PerCallSession] = set()
         self._closed = False
@@ -47,7 +49,8 @@ class PerCallSessions:
     ) -> Any:
         """Run `work` on a fresh session; `on_closed` fires once, when the session has closed."""
         try:
-            call = PerCallSession(spec, method, work, self._errlog, on_closed)
+            call = PerCallSession(spec, method, work, self._errlog, on_closed,
+                                  self._oauth.session(spec) if self._oauth is not None else None)
             with self._lock:
                 if self._closed:
                     raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
@@ -91,8 +94,10 @@ class PerCallSessions:
 class PerCallSession(loop.LoopProcesses):
     """One session: its thread, its event loop, and every process started in that loop."""
 
-    def __init__(self, spec: ServerSpec, method: str, work: Work, errlog: TextIO, on_closed: Callable[[], None] | None):
+    def __init__(self, spec: ServerSpec, method: str, work: Work, errlog: TextIO, on_closed: Callable[[], None] | None,
+                 auth: SessionAuth | None = None):
         self.spec = spec
+        self.auth = auth
         self.method = method
         self.work = work
         self.errlog = errlog
@@ -127,7 +132,7 @@ class PerCallSession(loop.LoopProcesses):
                     if self._aborted:
                         scope.cancel()
                 async with contextlib.AsyncExitStack() as stack:
-                    session = await sdk.open_session(self.spec, self.errlog, stack)
+                    session = await sdk.open_session(self.spec, self.errlog, stack, self.auth)
                     # The caller hears the outcome now: closing the session can take the
                     # SDK's grace periods (seconds, for a server that ignores EOF or
                     # SIGTERM), which must not delay the answer or turn it into a timeout.
@@ -162,6 +167,9 @@ class PerCallSession(loop.LoopProcesses):
 
     def timeout_error(self, timeout_s: float) -> GatewayError:
         ms = round(timeout_s * 1000)
+        signing_in = self.auth.required_error() if self.auth is not None and self.phase == STARTING else None
+        if signing_in is not None:
+            return signing_in
         if self.phase == STARTING:
             return ServerUnavailable(f"Server {self.spec.name!r} did not finish starting within {ms} ms")
         return ToolTimeout(f"Server {self.spec.name!r} did not answer within {ms} ms")

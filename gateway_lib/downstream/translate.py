@@ -6,7 +6,7 @@ import logging
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from ..errors import DownstreamError, GatewayError, RequestCancelled, ServerUnavailable
+from ..errors import AuthRequired, DownstreamError, GatewayError, RequestCancelled, ServerUnavailable
 from ..model import STDIO, ServerSpec
 from . import loop, sdk
 
@@ -52,10 +52,15 @@ def translate(attempt: Attempt, exc: BaseException) -> BaseException:
         status = attempt.exit_status()
         when = "before answering initialize" if starting else f"during {method}"
         return ServerUnavailable(f"{name} closed the connection {when}" + (f" ({status})" if status else ""))
+    refused = getattr(getattr(attempt, "auth", None), "refused_status", None)
+    if kind == sdk.RPC_ERROR and starting and refused == 401:  # the SDK's stand-in for an HTTP 401
+        return _unauthorized(attempt, "HTTP 401")
     if kind == sdk.RPC_ERROR:
         if starting:
             return ServerUnavailable(f"{name} failed to initialize: {failure.detail}")
         return DownstreamError(f"{name} answered {method} with error {failure.code}: {failure.detail}", downstream_code=failure.code)
+    if kind == sdk.OAUTH or (kind == sdk.HTTP_STATUS and failure.detail == "HTTP 401"):
+        return _unauthorized(attempt, failure.detail)
     if kind in (sdk.HTTP_STATUS, sdk.HTTP_FAILED):
         return ServerUnavailable(f"{name} could not be reached at {safe_url(spec.shown_url)}: {failure.detail}")
     if isinstance(leaf, FileNotFoundError) and spec.transport == STDIO and starting:
@@ -73,6 +78,19 @@ def translate(attempt: Attempt, exc: BaseException) -> BaseException:
     log.warning("%s: unexpected %s during %s", name, type(leaf).__name__, method)
     log.debug("unexpected downstream failure", exc_info=exc)
     return ServerUnavailable(f"{name} failed unexpectedly ({type(leaf).__name__})")
+
+
+def _unauthorized(attempt: Attempt, detail: str) -> GatewayError:
+    """A 401 or a failed OAuth flow: AUTH_REQUIRED, unless OAuth is off for the server."""
+    spec = attempt.spec
+    auth = getattr(attempt, "auth", None)
+    if spec.oauth is None:
+        return ServerUnavailable(f"Server {spec.name!r} could not be reached at {safe_url(spec.shown_url)}: {detail}: "
+                                 'it asks for authorization, and its entry turns OAuth off ("oauth": false)')
+    reason = "it refused the tokens (HTTP 401)" if detail == "HTTP 401" else detail
+    if auth is not None:
+        return auth.required_error(reason)
+    return AuthRequired(f"Server {spec.name!r} needs a sign-in ({reason})", server=spec.name)
 
 
 def first_leaf(exc: BaseException) -> BaseException:

@@ -10,7 +10,6 @@ MCP endpoint is http://127.0.0.1:N/mcp (or /sse). The authorization server appro
 authorization request at once (the "browser" only has to follow the redirect), checks PKCE,
 rotates refresh tokens (a used one is refused), and has a few test controls:
 
-    POST /admin/lifetime?seconds=S   expires_in of the access tokens issued from now on
     POST /admin/revoke-refresh       refuse every refresh token issued so far
     POST /admin/refresh-delay?seconds=S   answer refresh requests this much later
     GET  /admin/stats                counts of registrations, authorizations and grants
@@ -152,10 +151,6 @@ class Handler(BaseHTTPRequestHandler):
                              "client_id_issued_at": int(time.time())})
         elif parts.path == "/token":
             self._token(self._form())
-        elif parts.path == "/admin/lifetime":
-            with state.lock:
-                state.lifetime_s = int(query["seconds"])
-            self._json(200, {})
         elif parts.path == "/admin/refresh-delay":
             with state.lock:
                 state.refresh_delay_s = float(query["seconds"])

@@ -72,7 +72,8 @@ async def _headers(spec: ServerSpec) -> dict[str, str]:
 
     env = {**get_default_environment(), **spec.env}
     helped = await loop.in_thread(lambda: run_headers_helper(spec.name, spec.headers_helper, env, spec.cwd))
-    return {**spec.headers, **helped}
+    overridden = {name.lower() for name in helped}  # header names are case-insensitive
+    return {**{k: v for k, v in spec.headers.items() if k.lower() not in overridden}, **helped}
 
 
 async def _open_transport(

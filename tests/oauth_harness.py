@@ -70,7 +70,8 @@ def oauth_server(tag: str, *args: str, transport: str = "streamable-http") -> It
 
 def browser_env(log: Path, mode: str = "follow", tag: str = "") -> dict[str, str]:
     """$BROWSER for the gateway: the headless browser, recording each visit in `log`."""
-    return {"BROWSER": f"{sys.executable} {OAUTH_BROWSER} --log {log} --mode {mode} --tag {tag} %s"}
+    tagged = f" --tag {tag}" if tag else ""
+    return {"BROWSER": f"{sys.executable} {OAUTH_BROWSER} --log {log} --mode {mode}{tagged} %s"}
 
 
 def visits(log: Path) -> list[dict]:

@@ -121,7 +121,7 @@ def test_a_kept_alive_session_signs_in_with_the_stored_tokens(tag, config_dir):
     assert stats["authorizations"] == 1 and stats["refresh_token"] == 0
 
 
-def test_an_expired_access_token_is_refreshed_without_a_browser(tag, config_dir):
+def test_an_expired_access_token_is_refreshed_from_stored_metadata_without_a_browser(tag, config_dir):
     log = config_dir.path("browser.jsonl")
     with oauth_server(tag) as server:
         config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
@@ -132,6 +132,7 @@ def test_an_expired_access_token_is_refreshed_without_a_browser(tag, config_dir)
         stats = server.stats()
     assert not first.is_error and not second.is_error
     assert stats["refresh_token"] == 1 and stats["authorizations"] == 1 and len(visits(log)) == 1
+    assert stats["metadata"] == 1  # discovered once, at login; the gateway's sessions reuse it
 
 
 def test_two_gateways_refresh_one_expired_token_once_between_them(tag, config_dir):
@@ -333,3 +334,12 @@ def test_an_sse_server_signs_in_the_same_way(tag, config_dir, transport):
         with config_dir.gateway(env=browser_env(log, tag=tag)) as gateway:
             first, second = whoami(gateway), whoami(gateway)
     assert not first.is_error and not second.is_error and len(visits(log)) == 1
+
+
+def test_without_a_browser_the_call_is_auth_required_at_once_saying_so(tag, config_dir):
+    with oauth_server(tag) as server:
+        config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
+        with config_dir.gateway(env={"BROWSER": "false %s"}) as gateway:
+            error = error_of(whoami(gateway, timeout_ms=60000))
+    assert error["code"] == AUTH_REQUIRED and "no browser could be opened" in error["message"]
+    assert f"gateway.py login {SERVER_NAME}" in error["message"]

@@ -50,7 +50,7 @@ class AuthorizationServer:
         self.refresh: dict[str, dict] = {}
         self.lifetime_s = 3600
         self.refresh_delay_s = 0.0
-        self.stats = {"registrations": 0, "authorizations": 0, "authorization_code": 0,
+        self.stats = {"metadata": 0, "registrations": 0, "authorizations": 0, "authorization_code": 0,
                       "refresh_token": 0, "refresh_refused": 0, "client_credentials": 0}
 
     def metadata(self) -> dict:
@@ -109,6 +109,8 @@ class Handler(BaseHTTPRequestHandler):
         query = {key: values[0] for key, values in parse_qs(parts.query).items()}
         state = self.state
         if parts.path.startswith(("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")):
+            with state.lock:
+                state.stats["metadata"] += 1
             self._json(200, state.metadata())
         elif parts.path == "/authorize":
             self._authorize(query)

@@ -24,6 +24,7 @@ import harness  # noqa: E402
 from oauth_harness import ALLOW_ALL, browser_env  # noqa: E402
 
 SERVER = "conformance"
+CIMD_URL = "https://conformance-test.local/client-metadata.json"
 
 
 def oauth_entry(context: dict) -> dict:
@@ -40,6 +41,10 @@ def oauth_entry(context: dict) -> dict:
         oauth["signingAlgorithm"] = context.get("signing_algorithm") or "ES256"
     if "client-credentials" in context.get("name", ""):
         oauth["grant"] = "client_credentials"
+    elif "clientId" not in oauth:
+        # As the SDK's own conformance client does: a client ID metadata document, used where
+        # the authorization server supports one; elsewhere the SDK registers dynamically.
+        oauth["clientId"] = CIMD_URL
     return oauth
 
 

@@ -8,6 +8,7 @@ gateway's callback listener.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import socket
@@ -15,13 +16,14 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 import harness
 from gateway_lib.errors import AUTH_REQUIRED, SERVER_UNAVAILABLE
-from oauth_harness import ALLOW_ALL, SERVER_NAME, browser_env, error_of, oauth_server, run_gateway_command, visits
+from oauth_harness import ALLOW_ALL, OAuthServer, SERVER_NAME, browser_env, error_of, oauth_server, run_gateway_command, visits
 
 CALL_S = 60
 
@@ -53,6 +55,18 @@ def login(config, env) -> subprocess.CompletedProcess:
     done = run_gateway_command(config, "login", SERVER_NAME, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return done
+
+
+@contextlib.contextmanager
+def signed_in_with_an_expired_token(tag, config_dir) -> Iterator[tuple[OAuthServer, Path]]:
+    """The OAuth server, signed in to by `login` (one browser visit, in the log yielded too),
+    with the stored access token past its expiry."""
+    log = config_dir.path("browser.jsonl")
+    with oauth_server(tag) as server:
+        config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
+        login(config_dir, browser_env(log, tag=tag))
+        expire_stored_tokens()
+        yield server, log
 
 
 def test_a_call_without_tokens_signs_in_through_the_browser_and_then_proceeds(tag, config_dir):
@@ -122,11 +136,7 @@ def test_a_kept_alive_session_signs_in_with_the_stored_tokens(tag, config_dir):
 
 
 def test_an_expired_access_token_is_refreshed_from_stored_metadata_without_a_browser(tag, config_dir):
-    log = config_dir.path("browser.jsonl")
-    with oauth_server(tag) as server:
-        config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
-        login(config_dir, browser_env(log, tag=tag))
-        expire_stored_tokens()
+    with signed_in_with_an_expired_token(tag, config_dir) as (server, log):
         with config_dir.gateway(env=browser_env(log, mode="ignore", tag=tag)) as gateway:
             first, second = whoami(gateway), whoami(gateway)
         stats = server.stats()
@@ -136,11 +146,7 @@ def test_an_expired_access_token_is_refreshed_from_stored_metadata_without_a_bro
 
 
 def test_two_gateways_refresh_one_expired_token_once_between_them(tag, config_dir):
-    log = config_dir.path("browser.jsonl")
-    with oauth_server(tag) as server:
-        config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
-        login(config_dir, browser_env(log, tag=tag))
-        expire_stored_tokens()
+    with signed_in_with_an_expired_token(tag, config_dir) as (server, log):
         # A slow token endpoint keeps the first refresh in flight while the other gateway
         # finds the token expired too; refresh tokens rotate, so a second refresh with the
         # same one would be refused.
@@ -155,11 +161,7 @@ def test_two_gateways_refresh_one_expired_token_once_between_them(tag, config_di
 
 
 def test_a_refused_refresh_token_falls_back_to_signing_in_again(tag, config_dir):
-    log = config_dir.path("browser.jsonl")
-    with oauth_server(tag) as server:
-        config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
-        login(config_dir, browser_env(log, tag=tag))
-        expire_stored_tokens()
+    with signed_in_with_an_expired_token(tag, config_dir) as (server, log):
         server.control("revoke-refresh")
         with config_dir.gateway(env=browser_env(log, tag=tag)) as gateway:
             result = whoami(gateway)

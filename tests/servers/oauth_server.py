@@ -11,6 +11,7 @@ authorization request at once (the "browser" only has to follow the redirect), c
 rotates refresh tokens (a used one is refused), and has a few test controls:
 
     POST /admin/revoke-refresh       refuse every refresh token issued so far
+    POST /admin/reset                forget registered clients, tokens, counts, delays
     POST /admin/refresh-delay?seconds=S   answer refresh requests this much later
     GET  /admin/stats                counts of registrations, authorizations and grants
 """
@@ -42,9 +43,13 @@ class AuthorizationServer:
     def __init__(self, public_clients: list[str], secret_clients: dict[str, str], jwt_clients: dict[str, str]):
         self.lock = threading.Lock()
         self.issuer = ""
-        self.clients: dict[str, dict] = {cid: {"redirect_uris": None} for cid in public_clients}
+        self.public_clients = public_clients
         self.secret_clients = secret_clients
         self.jwt_clients = jwt_clients  # client id -> PEM public key
+        self.reset()
+
+    def reset(self) -> None:
+        self.clients: dict[str, dict] = {cid: {"redirect_uris": None} for cid in self.public_clients}
         self.codes: dict[str, dict] = {}
         self.access: dict[str, dict] = {}
         self.refresh: dict[str, dict] = {}
@@ -156,6 +161,10 @@ class Handler(BaseHTTPRequestHandler):
         elif parts.path == "/admin/refresh-delay":
             with state.lock:
                 state.refresh_delay_s = float(query["seconds"])
+            self._json(200, {})
+        elif parts.path == "/admin/reset":
+            with state.lock:
+                state.reset()
             self._json(200, {})
         elif parts.path == "/admin/revoke-refresh":
             with state.lock:

@@ -203,6 +203,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     logger.info("Gateway %s serving on stdio%s", __version__, " (debug)" if settings.debug else "")
     while not stop.wait(1.0):
         pass
+    endpoint.refuse_new_requests()  # before the log line, which tests take as the moment of shutdown
     logger.info("Shutting down")
     background.stop()
     endpoint.shutdown(SHUTDOWN_GRACE_S)

@@ -135,6 +135,18 @@ def test_an_invalid_rules_file_keeps_the_old_rules_and_shows_in_status(gateway, 
     assert reloads == {("gateway_rules", "rejected")}
 
 
+def test_a_rules_file_replaced_by_a_fifo_is_rejected_and_the_gateway_keeps_reloading(gateway, config_dir):
+    config_dir.rules.unlink()
+    os.mkfifo(config_dir.rules)  # reading it would block the reload, and status with it, for ever
+    eventually(lambda: "FIFO" in (reload_status(gateway)["gateway_rules"]["last_error"] or ""))
+    assert visible_tools(gateway) == ["echo"]
+    os.kill(gateway.pid, signal.SIGHUP)
+    eventually(lambda: attempts(gateway) >= 3)
+    config_dir.rules.unlink()
+    write_in_place(config_dir.rules, ADD_ONLY)
+    eventually(lambda: visible_tools(gateway) == ["add"])
+
+
 def test_an_invalid_servers_file_keeps_the_old_servers(gateway, config_dir):
     write_in_place(config_dir.mcp_config, '{"mcpServers": {"tools": {"args": []}}}')
     eventually(lambda: attempts(gateway, "mcp_config") >= 2)

@@ -171,6 +171,8 @@ class Endpoint:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-worker")
         self._in_flight: dict[tuple[bool, Any], _Pending] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._busy_workers = 0  # running a request, or blocked delivering its answer
         self._closing = False
 
     # --- input -----------------------------------------------------------------------
@@ -248,18 +250,25 @@ class Endpoint:
     # --- work ------------------------------------------------------------------------
 
     def _run_pooled(self, method: Method, envelope: _Envelope, context: RequestContext, respond: Respond) -> None:
+        with self._lock:
+            self._busy_workers += 1
         try:
-            # Queued when shutdown began: answered at once instead of started.
-            response = None if context.by_shutdown else self._run(method, envelope, context)
+            try:
+                # Queued when shutdown began: answered at once instead of started.
+                response = None if context.by_shutdown else self._run(method, envelope, context)
+            finally:
+                with self._lock:
+                    self._in_flight.pop(_id_key(envelope.request_id), None)
+            if context.cancelled.is_set() and not context.by_shutdown:
+                respond(None)  # the client cancelled it and expects no answer
+            elif response is None:
+                respond(_response(envelope.request_id, error=_SHUTTING_DOWN))  # still answered, once
+            else:
+                respond(response)
         finally:
             with self._lock:
-                self._in_flight.pop(_id_key(envelope.request_id), None)
-        if context.cancelled.is_set() and not context.by_shutdown:
-            respond(None)  # the client cancelled it and expects no answer
-        elif response is None:
-            respond(_response(envelope.request_id, error=_SHUTTING_DOWN))  # still answered, once
-        else:
-            respond(response)
+                self._busy_workers -= 1
+                self._idle.notify_all()
 
     def _run(self, method: Method, envelope: _Envelope, context: RequestContext) -> dict | None:
         """The single boundary where exceptions become wire errors."""
@@ -335,10 +344,27 @@ class Endpoint:
             wait(unfinished, timeout=cancel_wait_s)
         with self._lock:
             left = [pending for pending in self._in_flight.values() if pending.context.by_shutdown]
+        if left:
+            # On a thread of its own: the wire itself may be what the stuck work is stuck on.
+            answering = threading.Thread(target=self._answer_shutting_down, args=(left,),
+                                         name="gateway-shutdown-answers", daemon=True)
+            answering.start()
+            answering.join(cancel_wait_s)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _answer_shutting_down(left: list[_Pending]) -> None:
         for pending in left:
             pending.future.cancel()
             pending.respond(_response(pending.context.request_id, error=_SHUTTING_DOWN))
-        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def wait_workers_idle(self, timeout: float) -> bool:
+        """True once no worker is running or answering a request (False after `timeout`).
+
+        A worker can stay busy past shutdown only when blocked on the wire itself.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy_workers == 0, timeout)
 
     @property
     def in_flight(self) -> int:

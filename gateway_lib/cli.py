@@ -44,7 +44,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway.py",
-        description="MCP gateway on stdio. Other commands: 'gateway.py check', 'gateway.py demo'.",
+        description="MCP gateway on stdio. Other commands: 'gateway.py check', 'gateway.py demo', 'gateway.py login SERVER', 'gateway.py logout SERVER'.",
         allow_abbrev=False,  # '--tool' must not silently mean '--tool-cache-ttl'
     )
     _common_options(parser)

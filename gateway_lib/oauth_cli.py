@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TextIO
 
 from .model import PER_CALL, ServersConfig, ServerSpec
-from .oauth_store import TokenStore, default_oauth_dir, uses_oauth
+from .oauth_store import TokenStore, default_oauth_dir, key_of, uses_oauth
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def _login(spec: ServerSpec, store: TokenStore, out: TextIO) -> int:
     from .downstream import Downstream
     from .errors import GatewayError
 
-    out.write(f"Signing in to {spec.name!r}: a browser opens (the address is also printed below) ...\n")
+    out.write(f"Signing in to {spec.name!r} (if a sign-in is needed a browser opens; its address is logged too) ...\n")
     out.flush()
     downstream = Downstream(errlog=sys.stderr, token_store=store)
     try:
@@ -88,8 +88,6 @@ def _login(spec: ServerSpec, store: TokenStore, out: TextIO) -> int:
 
 
 def _logout(spec: ServerSpec, store: TokenStore, out: TextIO) -> int:
-    from .oauth_store import key_of
-
     lock = store.lock(key_of(spec))
     with lock.holding(timeout_s=10.0):  # wait out a refresh in progress, then forget regardless
         forgot = store.forget(key_of(spec))
@@ -98,8 +96,6 @@ def _logout(spec: ServerSpec, store: TokenStore, out: TextIO) -> int:
 
 
 def status_of(spec: ServerSpec, store: TokenStore) -> dict[str, Any]:
-    from .oauth_store import key_of
-
     return store.summary(key_of(spec))
 
 

@@ -337,10 +337,9 @@ def test_no_token_code_or_secret_reaches_responses_logs_audit_or_status(tag, con
     assert os.path.getsize(audit) > 0 and "needs a sign-in" in stderr
 
 
-@pytest.mark.parametrize("transport", ["sse"])
-def test_an_sse_server_signs_in_the_same_way(tag, config_dir, transport):
+def test_an_sse_server_signs_in_the_same_way(tag, config_dir):
     log = config_dir.path("browser.jsonl")
-    with oauth_server(tag, transport=transport) as server:
+    with oauth_server(tag, transport="sse") as server:
         config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
         with config_dir.gateway(env=browser_env(log, tag=tag)) as gateway:
             first, second = whoami(gateway), whoami(gateway)

@@ -91,6 +91,26 @@ async def poll_until(done: Callable[[], bool], bound_s: float) -> None:
             await anyio.sleep(_REAP_POLL_S)
 
 
+async def sleep(seconds: float) -> None:
+    import anyio
+
+    await anyio.sleep(seconds)
+
+
+async def wait_future(future: concurrent.futures.Future) -> Any:
+    """Await a concurrent Future from another thread; cancelling the wait cancels the future."""
+    import asyncio
+
+    return await asyncio.wrap_future(future)
+
+
+async def in_thread(function: Callable[[], Any]) -> Any:
+    """Run a blocking `function()` on a worker thread, so the loop keeps serving meanwhile."""
+    import anyio
+
+    return await anyio.to_thread.run_sync(function)
+
+
 def is_cancellation(exc: BaseException) -> bool:
     import asyncio
 
@@ -193,24 +213,3 @@ def _watched_protocol(protocol_factory: Callable[[], Any], on_exit: Callable[[],
 
     protocol.process_exited = process_exited
     return protocol
-
-
-
-async def sleep(seconds: float) -> None:
-    import anyio
-
-    await anyio.sleep(seconds)
-
-
-async def wait_future(future: concurrent.futures.Future) -> Any:
-    """Await a concurrent Future from another thread; cancelling the wait cancels the future."""
-    import asyncio
-
-    return await asyncio.wrap_future(future)
-
-
-async def in_thread(function: Callable[[], Any]) -> Any:
-    """Run a blocking `function()` on a worker thread, so the loop keeps serving meanwhile."""
-    import anyio
-
-    return await anyio.to_thread.run_sync(function)

@@ -124,6 +124,7 @@ def _configure_logging(level_name: str) -> None:
 
 def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .audit import AuditLog, default_audit_path
+    from .budget import DEFAULT_MAX_RESULT_TOKENS
     from .catalog import DEFAULT_TTL_S, ToolCatalog
     from .config import ConfigStore, build_snapshot, load_rules, load_servers
     from .downstream import Downstream
@@ -157,6 +158,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         pinned_agent=_setting(options.agent, environ, "GATEWAY_AGENT", None),
         default_timeout_ms=_setting(options.timeout_ms, environ, "GATEWAY_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, int),
         max_result_bytes=max_line_bytes,  # one limit on a message, in and out
+        max_result_tokens=_setting(None, environ, "GATEWAY_MAX_RESULT_TOKENS", DEFAULT_MAX_RESULT_TOKENS, int),
     )
     if settings.pinned_agent and settings.pinned_agent not in snapshot.rules.agents:
         logger.warning("Pinned agent %r is not in the rules: every call will be refused until it is added",

@@ -4,6 +4,7 @@ The only module that reads the environment. Commands:
     serve (default)  the stdio MCP server
     check            validate both config files as the running gateway would
     demo             start the gateway and drive one real client session against it
+    pins             show, diff and approve pinned tool definitions (pins_command.py)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ SHUTDOWN_GRACE_S = 3.0
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mcp-config", metavar="PATH", help="the .mcp.json of downstream servers (env GATEWAY_MCP_CONFIG)")
     parser.add_argument("--rules", metavar="PATH", help="the .mcp-gateway-rules.json (env GATEWAY_RULES)")
+    parser.add_argument("--pins", metavar="PATH", help="the .mcp-gateway-pins.json (env GATEWAY_PINS)")
     parser.add_argument("--version", action="version", version=f"agent-mcp-gateway {__version__}")
 
 
@@ -62,12 +64,22 @@ def _demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pins_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py pins", description="Show, diff or approve pinned tool definitions: "
+                                     "'pins', 'pins diff [SERVER]', 'pins approve SERVER [TOOL ...]'.")
+    _common_options(parser)
+    parser.add_argument("words", nargs="*", metavar="diff|approve ...")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
          out: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     out = sys.stdout if out is None else out
-    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo") else "serve"
+    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "pins") else "serve"
+    if command == "pins":
+        return run_pins(_pins_parser().parse_args(argv), environ, out)
     if command == "check":
         return run_check(_check_parser().parse_args(argv), environ, out)
     if command == "demo":
@@ -95,6 +107,13 @@ def _config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tu
     rules_path = Path(options.rules) if options.rules else found_rules
     # Absolute but not resolved: the watcher must see a symlinked config retargeted.
     return Path(os.path.abspath(mcp_path)), Path(os.path.abspath(rules_path))
+
+
+def _pins_path(options: argparse.Namespace, environ: Mapping[str, str], rules_path: Path) -> Path:
+    from .locate import USER_CONFIG_DIR
+    from .pins import PINS_ENV, find_pins_path
+
+    return find_pins_path(options.pins or environ.get(PINS_ENV), rules_path, BUNDLED_CONFIG, Path.home() / USER_CONFIG_DIR)
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
@@ -132,6 +151,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdin, claim_stdout
     from .methods import McpProtocol
     from .metrics import Metrics
+    from .pins import PinStore
     from .reload import DEFAULT_DEBOUNCE_S, Reloader
     from .rpc import Endpoint
     from .slots import ServerSlots
@@ -165,6 +185,13 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
                        settings.pinned_agent)
     audit = AuditLog(_setting(options.audit_log, environ, "GATEWAY_AUDIT_LOG", default_audit_path(environ)))
     store = ConfigStore(snapshot)
+    try:
+        pin_store = PinStore(_pins_path(options, environ, rules_path), audit)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            logger.error("%s", problem)
+        logger.error("Not starting: fix the pin file (run 'gateway.py check' to see every problem)")
+        return 1
     downstream = Downstream(errlog=sys.stderr)
     ttl = _setting(options.tool_cache_ttl, environ, "GATEWAY_TOOL_CACHE_TTL", DEFAULT_TTL_S, float)
     catalog = ToolCatalog(downstream.list_tools, ttl_s=ttl)
@@ -172,7 +199,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     reloader.add_servers_listener(catalog.forget_missing)
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
     tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
-                         status_extra=lambda: {"reload_status": reloader.status()})
+                         status_extra=lambda: {"reload_status": reloader.status()}, pin_store=pin_store)
     delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DEBOUNCE_S * 1000, int)
     background = _AfterHandshake(downstream, reloader, delay_s=max(delay_ms, 0) / 1000)
 
@@ -273,8 +300,14 @@ def run_check(options: argparse.Namespace, environ: Mapping[str, str], out: Text
     from .config import check_files
 
     mcp_path, rules_path = _config_paths(options, environ)
+    from .pins import pin_problems
+
     problems, warnings = check_files(str(mcp_path), str(rules_path), environ)
+    pins_path = _pins_path(options, environ, rules_path)
+    problems += pin_problems(pins_path)
     out.write(f"Checked {mcp_path}\n    and {rules_path}\n")
+    if pins_path.exists():
+        out.write(f"    and {pins_path}\n")
     for problem in problems:
         out.write(f"error: {problem}\n")
     for warning in warnings:
@@ -294,3 +327,22 @@ def run_demo(options: argparse.Namespace, environ: Mapping[str, str], out: TextI
 
     mcp_path, rules_path = _config_paths(options, environ)
     return run(REPO_ROOT / "gateway.py", mcp_path, rules_path, out)
+
+
+# --- pins -------------------------------------------------------------------------------
+
+
+def run_pins(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    from .config import load_servers
+    from .errors import ConfigError
+    from .pins_command import TROUBLE, run
+
+    _configure_logging(_setting(None, environ, "GATEWAY_LOG_LEVEL", "WARNING"))
+    mcp_path, rules_path = _config_paths(options, environ)
+    try:
+        servers = load_servers(str(mcp_path), environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            out.write(f"error: {problem}\n")
+        return TROUBLE
+    return run(options.words, servers, str(_pins_path(options, environ, rules_path)), out)

@@ -193,6 +193,7 @@ def load_rules(path: str) -> RulesConfig:
         path=str(path),
         agents=MappingProxyType(agents),
         deny_on_missing_agent=defaults.get("deny_on_missing_agent", False),
+        on_tool_change=defaults.get("on_tool_change", "block"),
     )
 
 

@@ -98,6 +98,7 @@ class RulesConfig:
     path: str
     agents: Mapping[str, AgentRules]
     deny_on_missing_agent: bool = False
+    on_tool_change: str = "block"  # what a tool that differs from its pin gets (pins.py)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import budget, policy, search
+from . import budget, pins, policy, search
 from .errors import (
     DeniedByPolicy,
     DownstreamError,
@@ -147,7 +147,8 @@ class ToolSettings:
 
 class GatewayTools:
     def __init__(self, store, downstream, catalog, slots, audit, metrics, settings: ToolSettings,
-                 status_extra: Callable[[], dict[str, Any]] = dict):
+                 status_extra: Callable[[], dict[str, Any]] = dict, pin_store: Any = None):
+        self._pins = pin_store  # pins.PinStore, or None: no pinning
         self._store = store
         self._downstream = downstream
         self._catalog = catalog
@@ -261,7 +262,9 @@ class GatewayTools:
                        cancel) -> list[dict]:
         """The server's tools this agent may see: allowed by its rules."""
         tools = self._catalog.tools(spec, timeout_s, cancel, agent=record.agent)
-        return [t for t in tools if policy.decide_tool(snapshot.rules, record.agent, spec.name, t["name"]).allowed]
+        blocked = self._pins.review(spec.name, tools, snapshot.rules.on_tool_change).blocked if self._pins else ()
+        return [t for t in tools if t["name"] not in blocked
+                and policy.decide_tool(snapshot.rules, record.agent, spec.name, t["name"]).allowed]
 
     def _search_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
         server = arguments.get("server")
@@ -297,8 +300,10 @@ class GatewayTools:
         timeout_s = self._timeout_s(spec, arguments.get("timeout_ms"))
         deadline = time.monotonic() + timeout_s
         definition = self._catalog.known(spec, tool)
+        pin_warnings: list[str] = []
         if definition is not None:
             # A cache hit: bad arguments are refused here, before any session is opened.
+            pin_warnings.append(self._pin_warning(snapshot, spec, definition))
             self._check_downstream_arguments(spec, definition, args)
 
         def check_listed(tools: list[dict]) -> None:
@@ -307,6 +312,7 @@ class GatewayTools:
             listed = next((t for t in tools if t.get("name") == tool), None)
             if listed is None:
                 raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
+            pin_warnings.append(self._pin_warning(snapshot, spec, listed, tools))
             self._check_downstream_arguments(spec, listed, args)
 
         # The answer comes as soon as the result does, but the slot is given back only once
@@ -324,9 +330,26 @@ class GatewayTools:
                                                          check=check_listed, agent=record.agent, on_closed=release)
         self._check_result_size(server, tool, result)
         result = self._fit_result(spec, arguments.get("max_result_tokens"), record, result)
+        result = self._with_pin_warning(record, result, [w for w in pin_warnings if w])
         if result.get("isError"):
             record.outcome = "tool_error"
         return result
+
+    def _pin_warning(self, snapshot: Snapshot, spec: ServerSpec, definition: dict,
+                     listed: list[dict] | None = None) -> str | None:
+        """Raises ToolChanged for a changed tool in block mode; its warning in warn mode."""
+        if self._pins is None:
+            return None
+        if listed is not None:  # a fresh list: pins a first-seen server, reports its changes
+            self._pins.review(spec.name, listed, snapshot.rules.on_tool_change)
+        return self._pins.review_one(spec.name, definition, snapshot.rules.on_tool_change)
+
+    @staticmethod
+    def _with_pin_warning(record: CallRecord, result: dict, warnings: list[str]) -> dict:
+        if not warnings:
+            return result
+        record.extra["tool_changed"] = warnings[-1]
+        return {**result, "_meta": {**(result.get("_meta") or {}), pins.META_KEY: warnings[-1]}}
 
     def _fit_result(self, spec: ServerSpec, requested: int | None, record: CallRecord, result: dict) -> dict:
         cap = self._settings.max_result_bytes // budget.CHARS_PER_TOKEN if self._settings.max_result_bytes else None

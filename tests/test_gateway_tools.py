@@ -424,7 +424,7 @@ def test_twenty_concurrent_calls_give_twenty_whole_audit_lines_without_argument_
     assert sorted(harness.result_text(r) for r in results) == sorted(f"secret-{n}" for n in range(20))
     lines = audit.read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
-    calls = [r for r in records if r["tool"] == "execute_tool"]
+    calls = [r for r in records if r.get("tool") == "execute_tool"]
     assert len(calls) == 20
     assert all(r["agent"] == "dev" and r["outcome"] == "ok" and r["arg_names"] == ["text"] for r in calls)
     assert "secret-" not in audit.read_text(encoding="utf-8")

@@ -5,6 +5,7 @@ The only module that reads the environment. Commands:
     check            validate both config files as the running gateway would
     demo             start the gateway and drive one real client session against it
     pins             show, diff and approve pinned tool definitions (pins_command.py)
+    explain          what an agent may use and which rule decides it (explain.py)
 """
 
 from __future__ import annotations
@@ -72,12 +73,25 @@ def _pins_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _explain_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py explain", description="Say, from the config files, what an agent "
+                                     "may use and the rule that decides each server and tool.")
+    _common_options(parser)
+    parser.add_argument("--agent", metavar="NAME", help="the agent_id a call would pass (omit: the fallback chain)")
+    parser.add_argument("--server", metavar="NAME", help="only this server; lists its tools once")
+    parser.add_argument("--tool", metavar="NAME", help="decide this tool (on --server, or on every server)")
+    parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
          out: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     out = sys.stdout if out is None else out
-    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "pins") else "serve"
+    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "pins", "explain") else "serve"
+    if command == "explain":
+        return run_explain(_explain_parser().parse_args(argv), environ, out)
     if command == "pins":
         return run_pins(_pins_parser().parse_args(argv), environ, out)
     if command == "check":
@@ -346,3 +360,28 @@ def run_pins(options: argparse.Namespace, environ: Mapping[str, str], out: TextI
             out.write(f"error: {problem}\n")
         return TROUBLE
     return run(options.words, servers, str(_pins_path(options, environ, rules_path)), out)
+
+
+# --- explain ----------------------------------------------------------------------------
+
+
+def run_explain(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    from .config import load_rules, load_servers
+    from .errors import ConfigError
+    from .explain import run
+    from .pins import load_pins
+    from .pins_command import list_server
+
+    _configure_logging(_setting(None, environ, "GATEWAY_LOG_LEVEL", "WARNING"))
+    mcp_path, rules_path = _config_paths(options, environ)
+    try:
+        servers, rules = load_servers(str(mcp_path), environ), load_rules(str(rules_path))
+        pinset = load_pins(_pins_path(options, environ, rules_path))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            out.write(f"error: {problem}\n")
+        return 1
+    return run(rules, servers, agent=options.agent, server=options.server, tool=options.tool,
+               default_agent=_setting(None, environ, "GATEWAY_DEFAULT_AGENT", None),
+               pinned=_setting(None, environ, "GATEWAY_AGENT", None),
+               list_tools=list_server, pinset=pinset, as_json=options.json, out=out)

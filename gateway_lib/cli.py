@@ -6,6 +6,7 @@ The only module that reads the environment. Commands:
     demo             start the gateway and drive one real client session against it
     pins             show, diff and approve pinned tool definitions (pins_command.py)
     explain          what an agent may use and which rule decides it (explain.py)
+    init             move a Claude Code / Claude Desktop config behind the gateway (init_config.py)
 """
 
 from __future__ import annotations
@@ -84,12 +85,27 @@ def _explain_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _init_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py init", description="Move a client's MCP config behind the gateway.")
+    parser.add_argument("--from", dest="source", metavar="PATH", default=".mcp.json",
+                        help="the client config to move (default: .mcp.json in the current folder)")
+    parser.add_argument("--write", action="store_true", help="rewrite it to list only the gateway, after a backup")
+    parser.add_argument("--force", action="store_true", help="replace servers.mcp.json and the rules file if they exist")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
          out: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     out = sys.stdout if out is None else out
-    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "pins", "explain") else "serve"
+    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "pins", "explain", "init") else "serve"
+    if command == "init":
+        from .init_config import run
+
+        options = _init_parser().parse_args(argv)
+        return run(Path(options.source), write=options.write, force=options.force, python=sys.executable,
+                   gateway=REPO_ROOT / "gateway.py", environ=environ, out=out)
     if command == "explain":
         return run_explain(_explain_parser().parse_args(argv), environ, out)
     if command == "pins":

@@ -40,7 +40,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway.py",
-        description="MCP gateway on stdio. Other commands: 'gateway.py check', 'gateway.py demo'.",
+        description="MCP gateway on stdio. Other commands: 'gateway.py check', 'demo', 'pins', 'explain', 'init'.",
     )
     _common_options(parser)
     parser.add_argument("--debug", action="store_true", default=None, help="expose get_gateway_status (env GATEWAY_DEBUG)")

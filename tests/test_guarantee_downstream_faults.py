@@ -146,7 +146,8 @@ def test_a_server_flooding_stderr_neither_blocks_nor_fails_the_call(gateway_for,
 
 
 def test_a_result_over_the_message_limit_is_a_downstream_error_and_one_under_it_passes_whole(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag)}, "--max-line-bytes", str(256 * 1024))
+    # A result budget above the message limit, so that only the limit is tested here.
+    gw = gateway_for({"s": harness.fault_server(tag, max_result_tokens=256 * 1024)}, "--max-line-bytes", str(256 * 1024))
     fits, _ = execute(gw, "s", "huge", {"size": 200_000})
     assert harness.result_text(fits) == "x" * 200_000
     result, took = execute(gw, "s", "huge", {"size": 2_000_000})

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from . import errors
+from .jsonfile import quote
 from .model import AgentRules, RulesConfig
 
 # An explicit ASCII class with fullmatch: `\w` would admit Unicode letters (a Cyrillic 'а'
@@ -33,9 +34,6 @@ DEFAULT_DENY = "default-deny"
 
 WILDCARD = "*"
 ALL_SERVERS_KEY = "*"  # the allow.tools / deny.tools key that applies to every server
-
-# Long or hostile ids are shortened before they are quoted back in an error message.
-_MAX_QUOTED = 80
 
 
 @dataclass(frozen=True)
@@ -63,6 +61,11 @@ def is_valid_pattern(pattern: str) -> bool:
     elif body.endswith(WILDCARD):
         body = body[:-1]
     return bool(body) and WILDCARD not in body
+
+
+def pattern_message(pattern: str) -> str:
+    """What is wrong with a pattern that is_valid_pattern refuses, and what to write instead."""
+    return f"pattern {quote(pattern)} is not allowed: use '*', 'prefix*', '*suffix' or an exact name"
 
 
 def is_wildcard(pattern: str) -> bool:
@@ -156,11 +159,6 @@ def decide_tool(rules: RulesConfig, agent_id: str, server: str, tool: str) -> De
 # ---------------------------------------------------------------------------- identity
 
 
-def _quote(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."
-
-
 def _require_defined(
     rules: RulesConfig, agent_id: str, error: type[errors.GatewayError], message: str
 ) -> str:
@@ -187,22 +185,22 @@ def resolve_agent(
 def _resolve_pinned(rules: RulesConfig, requested: str | None, pinned: str) -> str:
     if requested is not None and requested != pinned:
         raise errors.InvalidAgentId(
-            f"This gateway is pinned to agent {_quote(pinned)}; agent_id {_quote(requested)} is refused"
+            f"This gateway is pinned to agent {quote(pinned)}; agent_id {quote(requested)} is refused"
         )
     return _require_defined(
         rules, pinned, errors.InvalidAgentId,
-        f"This gateway is pinned to agent {_quote(pinned)}, which is not defined in the rules",
+        f"This gateway is pinned to agent {quote(pinned)}, which is not defined in the rules",
     )
 
 
 def _resolve_requested(rules: RulesConfig, requested: object) -> str:
     if not isinstance(requested, str) or not is_valid_agent_id(requested):
         raise errors.InvalidAgentId(
-            f"agent_id {_quote(requested)} is not valid: use only letters, digits, '_', '.', '-'"
+            f"agent_id {quote(requested)} is not valid: use only letters, digits, '_', '.', '-'"
         )
     return _require_defined(
         rules, requested, errors.InvalidAgentId,
-        f"agent_id {_quote(requested)} is not defined in the gateway rules",
+        f"agent_id {quote(requested)} is not defined in the gateway rules",
     )
 
 
@@ -214,7 +212,7 @@ def _resolve_fallback(rules: RulesConfig, default_agent: str | None) -> str:
     if default_agent is not None:
         return _require_defined(
             rules, default_agent, errors.FallbackAgentNotInRules,
-            f"GATEWAY_DEFAULT_AGENT names agent {_quote(default_agent)}, "
+            f"GATEWAY_DEFAULT_AGENT names agent {quote(default_agent)}, "
             "which is not defined in the gateway rules",
         )
     if "default" in rules.agents:

@@ -1,10 +1,12 @@
-"""Promise: what a downstream server lists or answers can neither freeze the gateway nor
-make it write an answer past the message limit.
+"""Promise: what a downstream server lists or answers can neither freeze the gateway, nor
+spoil the server's other tools, nor make it write an answer past the message limit.
 
 - Checking a call's arguments against a tool's inputSchema never runs what can explode
   (regular expressions of `pattern`, `patternProperties`, `format`; `uniqueItems` over a
   large array): those are left to the server. Every other check stops at the call's
   deadline (TIMEOUT) or when it is cancelled, and a `ping` meanwhile is answered at once.
+- One invalid tool in a server's list affects only that tool (listed, called unchecked);
+  the server's other tools are listed, checked and called as usual.
 - An over-long downstream error message or tool description is cut with a marker; a
   listing that would not fit leaves tools out and says so. No line the gateway writes is
   longer than `--max-line-bytes`.
@@ -15,7 +17,7 @@ from __future__ import annotations
 import pytest
 
 import harness
-from gateway_lib.errors import DOWNSTREAM_ERROR, TIMEOUT
+from gateway_lib.errors import DOWNSTREAM_ERROR, INVALID_ARGUMENTS, TIMEOUT
 from harness import execute_message, raw_error_of
 
 EVERYTHING = {"agents": {"dev": {"allow": {"servers": ["*"]}}}}
@@ -140,3 +142,27 @@ def test_a_listing_too_large_for_the_limit_leaves_tools_out_and_says_so(config_d
     assert max(len(line) for line in stdout.splitlines(keepends=True)) <= cap
 
 
+
+
+# --- one invalid tool spoils nothing else (issue 9, item 17) ---------------------------------------
+
+
+def test_one_invalid_tool_in_a_servers_list_is_listed_and_called_unchecked_and_the_others_work(config_dir, tag):
+    log = config_dir.path("server.log")
+    tools = [{"name": "odd", "inputSchema": {"type": "nonsense"}},
+             {"name": "strict", "inputSchema": {"type": "object", "properties": {"n": {"type": "integer"}},
+                                                "required": ["n"]}}]
+    config_dir.write({"s": harness.listed_tools_server(config_dir, tag, tools, log=log)}, EVERYTHING)
+    with config_dir.raw_gateway() as raw:
+        raw.initialize()
+        listing = raw.request("tools/call", {"name": "get_server_tools", "arguments": {"agent_id": "dev", "server": "s"}},
+                              timeout=30)
+        odd = raw.request("tools/call", execute_message(1, "s", "odd", {"any": 1})["params"], timeout=30)
+        refused = raw.request("tools/call", execute_message(2, "s", "strict", {"n": "one"})["params"], timeout=30)
+        fine = raw.request("tools/call", execute_message(3, "s", "strict", {"n": 1})["params"], timeout=30)
+        stderr = raw.stderr_text()
+    assert [t["name"] for t in listing["result"]["structuredContent"]["tools"]] == ["odd", "strict"]
+    assert odd["result"]["isError"] is False and fine["result"]["isError"] is False
+    assert raw_error_of(refused)["code"] == INVALID_ARGUMENTS
+    assert harness.count_events(log, "call", tool="odd") == 1 and harness.count_events(log, "call", tool="strict") == 1
+    assert stderr.count("Tool 'odd' of server 's' has an invalid inputSchema") == 1

@@ -10,7 +10,6 @@ A file goes through four steps, and every problem found on the way is kept, so o
 
 The result is immutable (tuples and MappingProxyType); store.ConfigStore swaps whole
 snapshots. Messages never contain env or header values: those are where secrets live.
-The names of the modules above stay importable from here, for callers that know only this one.
 """
 
 from __future__ import annotations
@@ -25,24 +24,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 from . import model, policy
 from .errors import ConfigError, Problem
-from .jsonfile import Document, JsonPath, format_json_path, quote, read_document  # noqa: F401  (re-exported)
-from .locate import (  # noqa: F401  (re-exported)
-    MCP_CONFIG_ENV,
-    MCP_CONFIG_NAME,
-    RULES_ENV,
-    RULES_NAME,
-    USER_CONFIG_DIR,
-    find_config_paths,
-)
+from .jsonfile import Document, JsonPath, quote, read_document
+from .locate import find_config_paths  # noqa: F401  (cli finds the files through this module)
 from .model import AgentRules, RulesConfig, ServerSpec, ServersConfig
-from .schema_check import (  # noqa: F401  (re-exported)
-    MCP_CONFIG_SCHEMA,
-    RULES_SCHEMA,
-    SCHEMA_DIR,
-    schema_problems,
-    schema_validator,
-)
-from .store import ConfigStore, build_snapshot, undefined_server_warnings  # noqa: F401  (re-exported)
+from .schema_check import MCP_CONFIG_SCHEMA, RULES_SCHEMA, schema_problems, schema_validator
+from .store import ConfigStore, build_snapshot, undefined_server_warnings  # noqa: F401  (cli builds the store from here)
 from .sendable import has_lone_surrogate
 from .substitution import Substituter, unusable_message
 

@@ -90,7 +90,7 @@ def matches(pattern: str, name: str) -> bool:
 class _PatternList:
     """Patterns at one place in the rules file, e.g. agents.a.deny.tools.*."""
 
-    path: str
+    path: tuple[str, ...]
     patterns: tuple[str, ...]
 
 
@@ -101,7 +101,7 @@ def _first_match(lists: Iterable[_PatternList], name: str, *, explicit: bool) ->
             if is_wildcard(pattern) == explicit:
                 continue
             if matches(pattern, name):
-                return f"{plist.path}[{index}]"
+                return rule_path(*plist.path, index)
     return None
 
 
@@ -117,26 +117,27 @@ def _apply_precedence(
     return None
 
 
-def _agent_path(agent_id: str) -> str:
-    return f"agents.{agent_id}"
+def rule_path(*parts: str | int) -> str:
+    """A place in the rules file as denials name it: ("agents", "a", "deny", "servers", 0)
+    -> "agents.a.deny.servers[0]". Dotted, not a JSON path: it is what a reader searches for."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
 
 
 def decide_server(rules: RulesConfig, agent_id: str, server: str) -> Decision:
     agent = rules.agents.get(agent_id)
     if agent is None:
         return Decision(allowed=False, rule=DEFAULT_DENY)
-    base = _agent_path(agent_id)
-    deny = [_PatternList(f"{base}.deny.servers", agent.deny_servers)]
-    allow = [_PatternList(f"{base}.allow.servers", agent.allow_servers)]
+    deny = [_PatternList(("agents", agent_id, "deny", "servers"), agent.deny_servers)]
+    allow = [_PatternList(("agents", agent_id, "allow", "servers"), agent.allow_servers)]
     return _apply_precedence(deny, allow, server) or Decision(allowed=False, rule=DEFAULT_DENY)
 
 
 def _tool_lists(
-    tools: Mapping[str, tuple[str, ...]], path: str, server: str
+    tools: Mapping[str, tuple[str, ...]], path: tuple[str, ...], server: str
 ) -> list[_PatternList]:
     """The lists that apply to `server`: its own key first, then the every-server key."""
     keys = [server] if server == ALL_SERVERS_KEY else [server, ALL_SERVERS_KEY]
-    return [_PatternList(f"{path}.{key}", tools[key]) for key in keys if key in tools]
+    return [_PatternList((*path, key), tools[key]) for key in keys if key in tools]
 
 
 def decide_tool(rules: RulesConfig, agent_id: str, server: str, tool: str) -> Decision:
@@ -144,9 +145,8 @@ def decide_tool(rules: RulesConfig, agent_id: str, server: str, tool: str) -> De
     if not server_decision.allowed:
         return server_decision
     agent: AgentRules = rules.agents[agent_id]
-    base = _agent_path(agent_id)
-    deny = _tool_lists(agent.deny_tools, f"{base}.deny.tools", server)
-    allow = _tool_lists(agent.allow_tools, f"{base}.allow.tools", server)
+    deny = _tool_lists(agent.deny_tools, ("agents", agent_id, "deny", "tools"), server)
+    allow = _tool_lists(agent.allow_tools, ("agents", agent_id, "allow", "tools"), server)
     decided = _apply_precedence(deny, allow, tool)
     if decided is not None:
         return decided

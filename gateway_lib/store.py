@@ -35,15 +35,14 @@ def undefined_server_warnings(servers: ServersConfig, rules: RulesConfig) -> tup
 
 def _named_servers(agent_id: str, agent: AgentRules) -> Iterable[tuple[str, str]]:
     """(rule path, server) for every exact server name in an agent's rules."""
-    base = f"agents.{agent_id}"
     for kind, patterns in (("allow", agent.allow_servers), ("deny", agent.deny_servers)):
         for index, pattern in enumerate(patterns):
             if not policy.is_wildcard(pattern):
-                yield f"{base}.{kind}.servers[{index}]", pattern
+                yield policy.rule_path("agents", agent_id, kind, "servers", index), pattern
     for kind, tools in (("allow", agent.allow_tools), ("deny", agent.deny_tools)):
         for key in tools:
             if key != policy.ALL_SERVERS_KEY:
-                yield f"{base}.{kind}.tools.{key}", key
+                yield policy.rule_path("agents", agent_id, kind, "tools", key), key
 
 
 def build_snapshot(servers: ServersConfig, rules: RulesConfig) -> Snapshot:

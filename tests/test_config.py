@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
-from gateway_lib import config, policy
+from gateway_lib import config, locate, policy, schema_check
+from gateway_lib import store as config_store
 from gateway_lib.errors import ConfigError, Problem
 from gateway_lib.model import HTTP, KEEP_ALIVE, PER_CALL, SSE, STDIO, ServersConfig
 
@@ -480,16 +480,16 @@ def schema_nodes(node, where="$"):
         yield from schema_nodes(child, f"{where}.oneOf[{index}]")
 
 
-@pytest.mark.parametrize("name", [config.MCP_CONFIG_SCHEMA, config.RULES_SCHEMA])
+@pytest.mark.parametrize("name", [schema_check.MCP_CONFIG_SCHEMA, schema_check.RULES_SCHEMA])
 def test_every_schema_node_has_a_description(name):
-    schema = json.loads((config.SCHEMA_DIR / name).read_text(encoding="utf-8"))
+    schema = json.loads((schema_check.SCHEMA_DIR / name).read_text(encoding="utf-8"))
     nodes = list(schema_nodes(schema))
     assert len(nodes) > 10
     assert [where for where, node in nodes if not node.get("description")] == []
 
 
 def rules_schema_defs() -> dict:
-    return json.loads((config.SCHEMA_DIR / config.RULES_SCHEMA).read_text())["$defs"]
+    return json.loads((schema_check.SCHEMA_DIR / schema_check.RULES_SCHEMA).read_text())["$defs"]
 
 
 @pytest.mark.parametrize(
@@ -525,7 +525,7 @@ def test_rules_naming_undefined_servers_are_warned_about(tmp_path):
                     "deny": {"servers": ["*-prod", "legacy"]}},
         },
     )
-    assert config.undefined_server_warnings(servers, rules) == (
+    assert config_store.undefined_server_warnings(servers, rules) == (
         "Rule agents.backend.allow.servers[0] names server 'pg' which is not defined in .mcp.json",
         "Rule agents.ops.allow.tools.cache names server 'cache' which is not defined in .mcp.json",
         "Rule agents.ops.deny.servers[1] names server 'legacy' which is not defined in .mcp.json",
@@ -535,12 +535,12 @@ def test_rules_naming_undefined_servers_are_warned_about(tmp_path):
 def test_warnings_are_deduplicated(tmp_path):
     servers = ServersConfig(path=".mcp.json", servers=MappingProxyType({}))
     _, rules = loaded_pair(tmp_path, {}, {"a": {"allow": {"servers": ["pg"]}}})
-    assert len(config.undefined_server_warnings(servers, rules)) == 1
+    assert len(config_store.undefined_server_warnings(servers, rules)) == 1
 
 
 def test_a_snapshot_carries_the_warnings(tmp_path):
     servers, rules = loaded_pair(tmp_path, {}, {"a": {"allow": {"servers": ["pg"]}}})
-    snapshot = config.build_snapshot(servers, rules)
+    snapshot = config_store.build_snapshot(servers, rules)
     assert (snapshot.servers, snapshot.rules) == (servers, rules)
     assert len(snapshot.warnings) == 1 and "'pg'" in snapshot.warnings[0]
 
@@ -606,7 +606,7 @@ def test_check_lists_every_warning_of_the_servers_file_once_and_logs_none_of_the
 def test_replacing_rules_leaves_earlier_snapshots_untouched(tmp_path):
     servers, rules = loaded_pair(tmp_path, {"pg": {"command": "x"}},
                                  {"a": {"allow": {"servers": ["pg"]}}})
-    store = config.ConfigStore(config.build_snapshot(servers, rules))
+    store = config_store.ConfigStore(config_store.build_snapshot(servers, rules))
     before = store.current()
     new_rules = config.load_rules(str(rules_file(tmp_path, {"a": {"allow": {"servers": ["gone"]}}})))
     after = store.replace_rules(new_rules)
@@ -620,30 +620,11 @@ def test_replacing_rules_leaves_earlier_snapshots_untouched(tmp_path):
 
 def test_replacing_servers_recomputes_warnings(tmp_path):
     servers, rules = loaded_pair(tmp_path, {}, {"a": {"allow": {"servers": ["pg"]}}})
-    store = config.ConfigStore(config.build_snapshot(servers, rules))
+    store = config_store.ConfigStore(config_store.build_snapshot(servers, rules))
     assert len(store.current().warnings) == 1
     with_pg = load_servers(servers_file(tmp_path, {"pg": {"command": "x"}}))
     swapped = store.replace_servers(with_pg)
     assert swapped.warnings == () and swapped.rules is rules and store.current() is swapped
-
-
-def test_readers_always_see_a_whole_snapshot(tmp_path):
-    servers, rules = loaded_pair(tmp_path, {}, {"a": {}})
-    other_rules = config.load_rules(str(rules_file(tmp_path, {"b": {}})))
-    store = config.ConfigStore(config.build_snapshot(servers, rules))
-    seen, stop = [], threading.Event()
-
-    def read():
-        while not stop.is_set():
-            seen.append(store.current())
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    for index in range(200):
-        store.replace_rules(other_rules if index % 2 else rules)
-    stop.set()
-    reader.join()
-    assert seen and all(s.servers is servers and s.rules in (rules, other_rules) for s in seen)
 
 
 # ============================================================================ finding files
@@ -659,7 +640,7 @@ def places(tmp_path):
 
 
 def find(places, environ=None):
-    return config.find_config_paths(environ or {}, places["cwd"], places["home"],
+    return locate.find_config_paths(environ or {}, places["cwd"], places["home"],
                                     places["bundled"])
 
 

@@ -9,7 +9,6 @@ import json
 import shlex
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -17,7 +16,6 @@ import pytest
 import harness
 from gateway_lib.errors import (
     DENIED_BY_POLICY,
-    DOWNSTREAM_ERROR,
     FALLBACK_AGENT_NOT_IN_RULES,
     INVALID_AGENT_ID,
     INVALID_ARGUMENTS,
@@ -228,7 +226,6 @@ def test_a_tool_outside_the_allow_list_is_denied_by_default(gateway):
 def test_an_undefined_server_is_unavailable(gateway):
     error = error_of(gateway.call_tool("execute_tool", {"agent_id": "dev", "server": "ghost", "tool": "x", "args": {}}))
     assert error["code"] == SERVER_UNAVAILABLE
-    assert "ghost" in error["message"]
 
 
 def test_an_unknown_tool_is_tool_not_found(gateway):
@@ -240,67 +237,6 @@ def test_arguments_that_break_the_tools_schema_are_refused_with_every_problem(ga
     error = error_of(gateway.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "add", "args": {"a": "two"}}))
     assert error["code"] == INVALID_ARGUMENTS
     assert len(error["problems"]) == 2  # a is not a number, b is missing
-
-
-def test_a_json_rpc_error_from_the_server_is_a_downstream_error(gateway):
-    error = error_of(gateway.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "rpc_error", "args": {}}))
-    assert error["code"] == DOWNSTREAM_ERROR
-    assert error["downstream_code"] == -32050
-
-
-def test_a_command_that_does_not_exist_is_unavailable_and_the_gateway_keeps_serving(config_dir, tag):
-    config_dir.write({"tools": {"command": f"/nonexistent/{tag}", "args": []}}, RULES)
-    with config_dir.gateway() as gw:
-        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "echo", "args": {}}))
-        assert error["code"] == SERVER_UNAVAILABLE
-        assert gw.call_json("list_servers", {"agent_id": "dev"})["servers"][0]["name"] == "tools"
-
-
-def test_a_server_that_crashes_mid_call_is_unavailable_and_leaves_nothing(config_dir, tag):
-    config_dir.write({"tools": harness.fault_server(tag)}, {"agents": {"dev": {"allow": {"servers": ["tools"]}}}})
-    with config_dir.gateway() as gw:
-        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "crash", "args": {}}))
-        assert error["code"] == SERVER_UNAVAILABLE
-        assert harness.wait_no_tagged(tag) == []
-
-
-# Promptness of a timeout is behaviour, not speed: a gateway that waited for the SDK's
-# close would answer a server that ignores stdin EOF and SIGTERM only after its two 2 s
-# grace periods (>= 4 s past the deadline). The margin below sits well between the two,
-# so load on the machine cannot make a prompt gateway fail, nor a late one pass.
-PROMPT_MARGIN_S = 3.0
-
-
-def test_a_server_that_never_answers_initialize_fails_by_the_deadline(config_dir, tag):
-    config_dir.write({"tools": harness.fault_server(tag, "--mode", "never-initialize")}, RULES)
-    with config_dir.gateway() as gw:
-        started = time.monotonic()
-        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "echo",
-                                                       "args": {"text": "x"}, "timeout_ms": 500}))
-        elapsed = time.monotonic() - started
-    assert error["code"] in (TIMEOUT, SERVER_UNAVAILABLE)
-    assert elapsed < 0.5 + PROMPT_MARGIN_S
-
-
-def test_a_hanging_tool_times_out_at_the_deadline_not_after_cleanup(config_dir, tag):
-    config_dir.write({"tools": harness.fault_server(tag, "--mode", "ignore-sigterm")}, RULES)
-    with config_dir.gateway() as gw:
-        gw.call_json("get_server_tools", {"agent_id": "dev", "server": "tools"})  # warm the catalog
-        started = time.monotonic()
-        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "sleep",
-                                                       "args": {"seconds": 60}, "timeout_ms": 500}))
-        elapsed = time.monotonic() - started
-        assert error["code"] == TIMEOUT
-        assert elapsed < 0.5 + PROMPT_MARGIN_S
-        assert harness.wait_no_tagged(tag, timeout=10) == []  # cleanup went on in the background
-
-
-def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(config_dir, tag):
-    config_dir.write({"tools": harness.fault_server(tag)}, {"agents": {"dev": {"allow": {"servers": ["tools"]}}}})
-    with config_dir.gateway() as gw:
-        result = gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "spawn_grandchild", "args": {}})
-        assert not result.is_error
-        assert harness.wait_no_tagged(tag) == []
 
 
 def test_a_cancelled_call_gets_no_answer_and_its_process_is_stopped(config_dir, tag):

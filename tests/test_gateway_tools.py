@@ -334,10 +334,12 @@ def test_a_pinned_gateway_acts_as_its_agent_and_refuses_any_other(config_dir, ta
         ("execute_tool", {"server": "tools", "tool": "echo"}),
         ("execute_tool", {"server": "tools", "tool": "echo", "args": "text"}),
         ("execute_tool", {"server": "tools", "tool": "echo", "args": {}, "timeout_ms": 0}),
+        ("execute_tool", {"server": "tools", "tool": "echo", "args": {}, "timeout_ms": int("9" * 400)}),
         ("execute_tool", {"server": "tools", "tool": "echo", "arguments": {}}),
     ],
     ids=["bool as string", "agent id a number", "server missing", "server a list", "budget a string",
-         "pattern of another form", "args missing", "args a string", "timeout zero", "unknown key"],
+         "pattern of another form", "args missing", "args a string", "timeout zero",
+         "timeout of 400 nines", "unknown key"],
 )
 def test_malformed_arguments_are_invalid_params(gateway, tool, arguments):
     with pytest.raises(Exception) as refused:

@@ -14,7 +14,6 @@ snapshots. Messages never contain env or header values: those are where secrets 
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from pathlib import Path
@@ -27,7 +26,7 @@ from .errors import ConfigError, Problem
 from .jsonfile import Document, JsonPath, quote, read_document
 from .locate import find_config_paths  # noqa: F401  (cli finds the files through this module)
 from .model import AgentRules, RulesConfig, ServerSpec, ServersConfig
-from .schema_check import MCP_CONFIG_SCHEMA, RULES_SCHEMA, schema_problems, schema_validator
+from .schema_check import MCP_CONFIG_SCHEMA, RULES_SCHEMA, did_you_mean, schema_problems, schema_validator
 from .store import ConfigStore, build_snapshot, undefined_server_warnings  # noqa: F401  (cli builds the store from here)
 from .sendable import has_lone_surrogate
 from .substitution import Substituter, unusable_message
@@ -118,10 +117,7 @@ def _unknown_key_warnings(document: Document) -> list[str]:
         for key in entry:
             if key in known:
                 continue
-            message = f"unknown key {quote(key)} is ignored"
-            close = difflib.get_close_matches(key, known, n=1)
-            if close:
-                message += f" (did you mean {close[0]!r}?)"
+            message = f"unknown key {quote(key)} is ignored" + did_you_mean(key, known)
             warnings.append(str(document.problem(("mcpServers", name, key), message)))
     return warnings
 

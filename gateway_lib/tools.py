@@ -7,16 +7,24 @@ measured, whatever its outcome.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from . import policy
+from .answers import ENVELOPE_BYTES, fit_listing, object_result, within_budget
 from .argument_check import ArgumentChecker
+from .call_record import (
+    OUTCOME_CANCELLED,
+    OUTCOME_ERROR,
+    OUTCOME_INTERNAL_ERROR,
+    OUTCOME_INVALID_PARAMS,
+    OUTCOME_OK,
+    OUTCOME_TOOL_ERROR,
+    CallRecord,
+)
 from .errors import (
     INTERNAL_ERROR_NAME,
     INVALID_PARAMS_NAME,
@@ -46,18 +54,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_MS = 60_000
 MAX_TIMEOUT_MS = 86_400_000  # one day: a larger timeout_ms is a mistake, not a plan
-# Room for the JSON-RPC envelope around a result (jsonrpc, id, newline) within the message limit.
-ENVELOPE_BYTES = 1024
-
-# The outcome of a call, as the audit log names it; the first two are not failures.
-OUTCOME_OK = "ok"
-OUTCOME_TOOL_ERROR = "tool_error"  # the downstream tool answered with isError: true
-OUTCOME_ERROR = "error"  # a gateway error, answered as a tool result
-OUTCOME_INVALID_PARAMS = "invalid_params"
-OUTCOME_CANCELLED = "cancelled"
-OUTCOME_INTERNAL_ERROR = "internal_error"
-
-
 class DownstreamCalls(Protocol):
     """What the tools need of downstream.Downstream."""
 
@@ -127,56 +123,6 @@ def _input_schema(definition: dict[str, Any], advertise_agent_id: bool = True) -
         schema["required"] = definition["required"]
     schema["additionalProperties"] = False
     return schema
-
-
-def object_result(value: dict[str, Any]) -> dict[str, Any]:
-    """A tool result carrying `value` both as structuredContent and as one JSON text block."""
-    return {
-        "content": [{"type": "text", "text": json.dumps(value, ensure_ascii=False)}],
-        "structuredContent": value,
-        "isError": False,
-    }
-
-
-def estimate_tokens(value: Any) -> int:
-    return math.ceil(len(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) / 4)
-
-
-
-@dataclass
-class CallRecord:
-    """What the audit line and the metrics say about one call; filled in as the call goes."""
-
-    tool: str
-    arguments: dict[str, Any]
-    agent: str | None = None
-    decision: str | None = None
-    rule: str | None = None
-    outcome: str = OUTCOME_OK
-    error_code: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-
-    def audit_fields(self) -> dict[str, Any]:
-        args = self.arguments.get("args")
-        return {
-            "agent": self.agent,
-            "tool": self.tool,
-            "server": _auditable(self.arguments.get("server")),
-            "downstream_tool": _auditable(self.arguments.get("tool")),
-            "arg_names": sorted(_auditable(name) for name in args) if isinstance(args, dict) else None,
-            "decision": self.decision,
-            "rule": self.rule,
-            "outcome": self.outcome,
-            "error_code": self.error_code,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
-        }
-
-
-def _auditable(value: Any) -> str | None:
-    """A string the audit file can hold: lone surrogates written as \\udXXX escapes."""
-    if not isinstance(value, str):
-        return None
-    return value.encode("utf-8", "backslashreplace").decode("utf-8") if has_lone_surrogate(value) else value
 
 
 @dataclass(frozen=True)
@@ -308,34 +254,9 @@ class GatewayTools:
             t for t in permitted
             if (wanted is None or t["name"] in wanted) and (pattern is None or policy.matches(pattern, t["name"]))
         ]
-        listing = _within_budget(matched, arguments.get("max_schema_tokens"))
+        listing = within_budget(matched, arguments.get("max_schema_tokens"))
         listing = {"server": server, **listing, "total_available": len(permitted)}
-        return object_result(self._fit_listing(listing))
-
-    def _fit_listing(self, listing: dict) -> dict:
-        """The listing with as many of its tools as fit the message limit, saying how many did not."""
-        limit = self._settings.max_result_bytes
-        tools = listing["tools"]
-
-        def answer(count: int) -> dict:
-            kept = tools[:count]
-            if count == len(tools):
-                return {**listing, "returned": count}
-            note = (f"{len(tools) - count} more tool(s) left out: the answer would exceed the gateway's "
-                    f"message limit of {limit} bytes; ask for fewer with names or pattern")
-            return {**listing, "tools": kept, "returned": count,
-                    "tokens_used": sum(estimate_tokens(t) for t in kept), "note": note}
-
-        def fits(count: int) -> bool:
-            return len(encode(object_result(answer(count)))) + ENVELOPE_BYTES <= limit
-
-        if limit is None or fits(len(tools)):
-            return answer(len(tools))
-        low, high = 0, len(tools) - 1  # the most that fit lies in [low, high]
-        while low < high:
-            middle = (low + high + 1) // 2
-            low, high = (middle, high) if fits(middle) else (low, middle - 1)
-        return answer(low)
+        return object_result(fit_listing(listing, self._settings.max_result_bytes))
 
     # --- execute_tool ----------------------------------------------------------------
 
@@ -446,22 +367,6 @@ class GatewayTools:
 
     def _timeout_s(self, spec: ServerSpec, requested_ms: int | None) -> float:
         return (requested_ms or spec.timeout_ms or self._settings.default_timeout_ms) / 1000
-
-
-def _within_budget(matched: list[dict], budget: int | None) -> dict:
-    """The first tools of `matched` whose estimated tokens fit `budget`, and what was left out."""
-    returned, used = [], 0
-    for tool in matched:
-        cost = estimate_tokens(tool)
-        if budget is not None and used + cost > budget:
-            listing = {"tools": returned, "matched": len(matched), "tokens_used": used}
-            listing["note"] = (
-                f"{len(matched)} tool(s) matched; the max_schema_tokens budget of {budget} stopped after "
-                f"{len(returned)} (the next needs {cost} tokens): raise the budget or narrow names/pattern")
-            return listing
-        returned.append(tool)
-        used += cost
-    return {"tools": returned, "matched": len(matched), "tokens_used": used}
 
 
 def _refuse_unsendable_name(key: str, value: str) -> None:

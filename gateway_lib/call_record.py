@@ -29,11 +29,13 @@ class CallRecord:
     outcome: str = OUTCOME_OK
     error_code: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    extra: dict[str, Any] = field(default_factory=dict)  # feature fields, e.g. result sizes
 
     def audit_fields(self) -> dict[str, Any]:
         args = self.arguments.get("args")
         return {
-            "agent": self.agent,
+            # Unresolved (refused): the id as the call gave it, so a refusal shows who tried.
+            "agent": self.agent if self.agent is not None else _auditable(self.arguments.get("agent_id")),
             "tool": self.tool,
             "server": _auditable(self.arguments.get("server")),
             "downstream_tool": _auditable(self.arguments.get("tool")),
@@ -43,6 +45,7 @@ class CallRecord:
             "outcome": self.outcome,
             "error_code": self.error_code,
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            **self.extra,
         }
 
 

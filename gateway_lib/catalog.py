@@ -85,6 +85,10 @@ class ToolCatalog:
             return None
         return next((t for t in entry.tools if t.get("name") == tool), None)
 
+    def is_cached(self, spec: ServerSpec) -> bool:
+        """True when a fresh list of the server is at hand (a search lists the others first)."""
+        return self._fresh(spec) is not None
+
     def store(self, spec: ServerSpec, tools: list[dict]) -> list[dict]:
         """Replace the server's cached list with one fetched elsewhere; returns it as cached
         (over-long descriptions cut)."""

@@ -104,7 +104,7 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
             "server": _SERVER,
             "tool": {"type": "string", "description": "Tool name."},
             "args": {"type": "object", "description": "Per the tool's inputSchema."},
-            "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS, "description": "Time limit."},
+            "timeout_ms": {"type": "integer", "minimum": 1, "description": "Time limit."},
             "max_result_tokens": {"type": "integer", "minimum": 1},
         },
         "required": ["server", "tool", "args"],
@@ -212,6 +212,9 @@ class GatewayTools:
         problems = self._checkers[name].problems(arguments)
         if problems:
             raise InvalidParams(f"Invalid arguments for {name}: " + "; ".join(problems))
+        # Checked here, not advertised in the schema: every character of tools/list costs every agent.
+        if arguments.get("timeout_ms", 0) > MAX_TIMEOUT_MS:
+            raise InvalidParams(f"Invalid arguments for {name}: $.timeout_ms: must be at most {MAX_TIMEOUT_MS} (one day)")
 
     def _within_limit(self, name: str, result: dict) -> dict:
         """`result`, if its answer fits the message limit; a downstream result that does not

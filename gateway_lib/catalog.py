@@ -67,6 +67,10 @@ class ToolCatalog:
             return None
         return next((t for t in entry.tools if t.get("name") == tool), None)
 
+    def is_fresh(self, spec: ServerSpec) -> bool:
+        """Whether a fresh list of the server's tools is cached (then a spare need not list them)."""
+        return self._fresh(spec) is not None
+
     def store(self, spec: ServerSpec, tools: list[dict]) -> None:
         """Replace the server's cached list with one fetched elsewhere."""
         with self._lock:

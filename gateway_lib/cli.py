@@ -47,6 +47,10 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-ms", type=int, metavar="MS", help="default downstream timeout (env GATEWAY_TIMEOUT_MS, default 60000)")
     parser.add_argument("--tool-cache-ttl", type=float, metavar="S", help="seconds a tool list stays cached (env GATEWAY_TOOL_CACHE_TTL, default 300)")
     parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (env GATEWAY_LOG_LEVEL, default INFO)")
+    from .downstream.spares import STRATEGIES
+
+    parser.add_argument("--init-strategy", choices=STRATEGIES,
+                        help="warm spare sessions: eager (default), lazy or off (env GATEWAY_INIT_STRATEGY)")
     return parser
 
 
@@ -163,16 +167,18 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
                        settings.pinned_agent)
     audit = AuditLog(_setting(options.audit_log, environ, "GATEWAY_AUDIT_LOG", default_audit_path(environ)))
     store = ConfigStore(snapshot)
-    downstream = Downstream(errlog=sys.stderr)
+    downstream = Downstream(errlog=sys.stderr, spares=_spare_settings(options, environ))
     ttl = _setting(options.tool_cache_ttl, environ, "GATEWAY_TOOL_CACHE_TTL", DEFAULT_TTL_S, float)
     catalog = ToolCatalog(downstream.list_tools, ttl_s=ttl)
+    downstream.use_tool_lists(catalog)  # a spare lists a server's tools into the cache as it starts
     reloader = Reloader(store, mcp_path, rules_path, environ, audit)
     reloader.add_servers_listener(catalog.forget_missing)
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
     tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
                          status_extra=lambda: {"reload_status": reloader.status()})
     delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DEBOUNCE_S * 1000, int)
-    background = _AfterHandshake(downstream, reloader, delay_s=max(delay_ms, 0) / 1000)
+    background = _AfterHandshake(downstream, reloader, delay_s=max(delay_ms, 0) / 1000,
+                                 warm=lambda: downstream.warm(store.current().servers.servers))
 
     wire = claim_stdout()
     protocol = McpProtocol(tools, on_initialized=background.start)
@@ -212,17 +218,37 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
-class _AfterHandshake:
-    """What must not delay the `initialize` answer: the SDK import and the file watcher.
+def _spare_settings(options: argparse.Namespace, environ: Mapping[str, str]):
+    from .downstream.spares import DEFAULT_IDLE_S, EAGER, STRATEGIES, SpareSettings
 
-    Both load heavy modules (mcp ~0.9 s, watchdog ~0.07 s), so they start once the client
-    has its answer, on `notifications/initialized`, each on its own thread.
+    def strategy(value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(value)
+        return value
+
+    def seconds(value: str) -> float:
+        if not float(value) > 0:
+            raise ValueError(value)
+        return float(value)
+
+    return SpareSettings(
+        strategy=_setting(options.init_strategy, environ, "GATEWAY_INIT_STRATEGY", EAGER, strategy),
+        idle_s=_setting(None, environ, "GATEWAY_SPARE_IDLE_S", DEFAULT_IDLE_S, seconds),
+    )
+
+
+class _AfterHandshake:
+    """What must not delay the `initialize` answer: the SDK import, the file watcher, spares.
+
+    All load heavy modules or start processes (mcp ~0.9 s, watchdog ~0.07 s), so they start
+    once the client has its answer, on `notifications/initialized`, each on its own thread.
     """
 
-    def __init__(self, downstream, reloader, delay_s: float):
+    def __init__(self, downstream, reloader, delay_s: float, warm=lambda: None):
         self._downstream = downstream
         self._reloader = reloader
         self._delay_s = delay_s
+        self._warm = warm  # the eager start of spare sessions and tool lists
         self._lock = threading.Lock()
         self._started = self._stopped = False
         self._watcher = None
@@ -233,6 +259,7 @@ class _AfterHandshake:
                 return
             self._started = True
         self._downstream.preload()
+        self._warm()
         threading.Thread(target=self._start_watcher, name="gateway-start-watcher", daemon=True).start()
 
     def _start_watcher(self) -> None:

@@ -35,6 +35,11 @@ def counter(tag: str, *extra: str, log=None, **entry) -> dict:
     return {"command": sys.executable, "args": args, **entry}
 
 
+def gateway(config_dir: harness.ConfigDir, *args: str, env: dict | None = None) -> harness.Gateway:
+    """A debug gateway with the default init strategy (the harness turns spares off elsewhere)."""
+    return config_dir.gateway("--debug", *args, env={"GATEWAY_INIT_STRATEGY": "", **(env or {})})
+
+
 def served(gw: harness.Gateway, server: str = "srv") -> dict:
     """One execute_tool of `served`: {"pid", "calls", "lists", "probe"} of the process that served it."""
     return gw.call_json("execute_tool", {"server": server, "tool": "served", "args": {}})
@@ -56,6 +61,10 @@ def wait_spare(gw: harness.Gateway, server: str = "srv", other_than: int | None 
     return found
 
 
+def spare_warnings(gw: harness.Gateway) -> list[str]:
+    return [line for line in gw.stderr_text().splitlines() if "WARNING gateway_lib.downstream.spares" in line]
+
+
 def starts(log) -> int:
     return harness.count_events(log, "start")
 
@@ -75,7 +84,7 @@ def error_code(result) -> str:
 def test_every_call_taken_from_a_spare_runs_in_a_process_no_other_call_touched(config_dir, tag):
     log = config_dir.path("starts.jsonl")
     config_dir.write({"srv": counter(tag, log=log)}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         answers = []
         for _ in range(3):
             spare = wait_spare(gw, other_than=answers[-1]["pid"] if answers else None)
@@ -91,7 +100,7 @@ def test_every_call_taken_from_a_spare_runs_in_a_process_no_other_call_touched(c
 
 def test_a_taken_spare_is_replaced_in_the_background_by_a_fresh_process(config_dir, tag):
     config_dir.write({"srv": counter(tag)}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         first = wait_spare(gw)
         assert served(gw)["pid"] == first["pid"]
 
@@ -101,14 +110,15 @@ def test_a_taken_spare_is_replaced_in_the_background_by_a_fresh_process(config_d
         assert served(gw) == {"pid": second["pid"], "calls": 1, "lists": 0, "probe": None}
 
 
-def test_eager_start_fills_every_tool_cache_so_the_first_get_server_tools_opens_no_session(config_dir, tag):
+def test_eager_is_the_default_and_fills_every_tool_cache_so_the_first_get_server_tools_opens_no_session(config_dir, tag):
     logs = {name: config_dir.path(f"{name}.jsonl") for name in ("spared", "unspared", "kept")}
     config_dir.write({
         "spared": counter(tag, log=logs["spared"]),
         "unspared": counter(tag, log=logs["unspared"], spare=False),
         "kept": counter(tag, log=logs["kept"], session="keep-alive"),
     }, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
+        assert downstream_status(gw)["init_strategy"] == "eager"
         wait_spare(gw, "spared")
         for name in ("unspared", "kept"):  # listed on a transient session, which then closed
             assert harness.wait_until(lambda: harness.count_events(logs[name], "request", method="tools/list"), WAIT_S)
@@ -129,7 +139,7 @@ def test_eager_start_fills_every_tool_cache_so_the_first_get_server_tools_opens_
 
 def test_a_spare_is_not_used_after_its_entry_changed(config_dir, tag):
     config_dir.write({"srv": counter(tag, env={"SPARE_PROBE": "old"})}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         old = wait_spare(gw)
 
         config_dir.write_servers({"srv": counter(tag, env={"SPARE_PROBE": "new"})})
@@ -165,7 +175,7 @@ def test_a_spare_resolved_with_an_older_variable_value_is_not_used(config_dir, t
 def test_a_spare_idle_past_gateway_spare_idle_s_is_closed_and_replaced_only_after_the_next_call(config_dir, tag):
     log = config_dir.path("starts.jsonl")
     config_dir.write({"srv": counter(tag, log=log)}, RULES)
-    with config_dir.gateway("--debug", env={"GATEWAY_SPARE_IDLE_S": "1"}) as gw:
+    with gateway(config_dir, env={"GATEWAY_SPARE_IDLE_S": "1"}) as gw:
         spare = wait_spare(gw)
 
         assert harness.wait_until(lambda: spare_of(gw).get("state") == "idle-closed", WAIT_S), spare_of(gw)
@@ -182,7 +192,7 @@ def test_a_server_with_spare_false_gets_no_spare_and_every_call_starts_its_own_p
     logs = {name: config_dir.path(f"{name}.jsonl") for name in ("spared", "unspared")}
     config_dir.write({"spared": counter(tag, log=logs["spared"]),
                       "unspared": counter(tag, log=logs["unspared"], spare=False)}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         wait_spare(gw, "spared")  # the eager start has run
 
         answers = [served(gw, "unspared") for _ in range(2)]
@@ -199,7 +209,7 @@ def test_a_server_with_spare_false_gets_no_spare_and_every_call_starts_its_own_p
 def test_lazy_gives_a_server_its_spare_only_after_its_first_call(config_dir, tag):
     logs = {name: config_dir.path(f"{name}.jsonl") for name in ("called", "uncalled")}
     config_dir.write({name: counter(tag, log=log) for name, log in logs.items()}, RULES)
-    with config_dir.gateway("--debug", "--init-strategy", "lazy") as gw:
+    with gateway(config_dir, "--init-strategy", "lazy") as gw:
         assert downstream_status(gw)["init_strategy"] == "lazy"
 
         first = served(gw, "called")
@@ -213,7 +223,7 @@ def test_lazy_gives_a_server_its_spare_only_after_its_first_call(config_dir, tag
 def test_off_starts_no_spare_and_no_process_before_a_call(config_dir, tag):
     log = config_dir.path("starts.jsonl")
     config_dir.write({"srv": counter(tag, log=log)}, RULES)
-    with config_dir.gateway("--debug", env={"GATEWAY_INIT_STRATEGY": "off"}) as gw:
+    with gateway(config_dir, env={"GATEWAY_INIT_STRATEGY": "off"}) as gw:
         assert downstream_status(gw)["init_strategy"] == "off"
 
         answers = [served(gw) for _ in range(3)]
@@ -238,7 +248,7 @@ def test_an_unknown_init_strategy_stops_the_gateway_with_a_clear_error(config_di
 
 def test_a_spare_whose_process_died_is_replaced_and_the_next_call_runs_on_a_fresh_process(config_dir, tag):
     config_dir.write({"srv": counter(tag)}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         dead = wait_spare(gw)
 
         os.kill(dead["pid"], signal.SIGKILL)
@@ -254,7 +264,7 @@ def test_a_spare_that_fails_to_start_is_logged_once_shown_in_status_and_fails_no
     broken.write_text("")
     log = config_dir.path("starts.jsonl")
     config_dir.write({"srv": counter(tag, "--exit-while", str(broken), log=log)}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         assert harness.wait_until(lambda: spare_of(gw).get("failures") == 1, WAIT_S), spare_of(gw)
         assert "srv" in spare_of(gw)["last_error"]
 
@@ -265,7 +275,7 @@ def test_a_spare_that_fails_to_start_is_logged_once_shown_in_status_and_fails_no
         spare = wait_spare(gw, other_than=answer["pid"])
         assert served(gw)["pid"] == spare["pid"]
         assert spare_of(gw)["failures"] == 0  # a spare that served a call ends the streak
-        warnings = [line for line in gw.stderr_text().splitlines() if "spare" in line and "WARNING" in line]
+        warnings = spare_warnings(gw)
         assert len(warnings) == 1, warnings
 
 
@@ -274,7 +284,7 @@ def test_a_crash_looping_server_gets_its_spare_retried_with_growing_backoff_not_
     config_dir.write({"crash": {"command": sys.executable, "args": [str(CRASH_LOOP_SERVER), "--tag", tag, "--log", str(log)]}},
                      RULES)
     call = {"server": "crash", "tool": "anything", "args": {}}
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         assert harness.wait_until(lambda: spare_of(gw, "crash").get("failures") == 1, WAIT_S)
         assert starts(log) == 1  # the eager spare, not started again on its own
 
@@ -292,7 +302,7 @@ def test_a_crash_looping_server_gets_its_spare_retried_with_growing_backoff_not_
         grown = harness.wait_until(lambda: (s := spare_of(gw, "crash")).get("failures") == 3 and s, WAIT_S)
         assert grown["backoff_s"] == 2 * status["backoff_s"]
         assert starts(log) == 6
-        warnings = [line for line in gw.stderr_text().splitlines() if "spare" in line and "WARNING" in line]
+        warnings = spare_warnings(gw)
         assert len(warnings) == 1, warnings
 
 
@@ -301,7 +311,7 @@ def test_a_crash_looping_server_gets_its_spare_retried_with_growing_backoff_not_
 
 def test_shutdown_leaves_no_spare_running_grandchildren_included(config_dir, tag):
     config_dir.write({"srv": counter(tag, "--grandchild")}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         wait_spare(gw)
         assert harness.wait_until(lambda: len(harness.tagged_pids(tag)) == 2, WAIT_S)  # the spare and its grandchild
 
@@ -310,7 +320,7 @@ def test_shutdown_leaves_no_spare_running_grandchildren_included(config_dir, tag
 
 def test_a_ready_spare_holds_no_slot_of_a_server_limited_to_one_call(config_dir, tag):
     config_dir.write({"srv": counter(tag, max_concurrency=1, timeout_ms=20_000)}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         spare = wait_spare(gw)
 
         assert served(gw)["pid"] == spare["pid"]
@@ -318,7 +328,7 @@ def test_a_ready_spare_holds_no_slot_of_a_server_limited_to_one_call(config_dir,
 
 def test_a_burst_of_calls_takes_the_spare_for_one_and_every_call_is_answered_once_by_its_own_process(config_dir, tag):
     config_dir.write({"srv": counter(tag, max_concurrency=4)}, RULES)
-    with config_dir.gateway("--debug") as gw:
+    with gateway(config_dir) as gw:
         spare = wait_spare(gw)
         with concurrent.futures.ThreadPoolExecutor(10) as pool:
             answers = list(pool.map(lambda _: served(gw), range(10)))

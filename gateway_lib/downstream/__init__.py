@@ -159,18 +159,17 @@ class Downstream:
             if on_closed is not None:
                 on_closed()  # no session was started, so it is closed now
             raise
-        spare = self._spares.take(spec)
-        if spare is not None:
-            self._spares.replenish(spec)  # the next call's spare starts now
-            try:
-                return spare.serve(method, work, deadline, timeout_s, cancel, on_closed)
-            except SpareGone:
-                pass  # it ended before the call reached it: a fresh session takes the call
-        self._spares.counted_fresh(spec)
+        spare = self._spares.take(spec)  # counts the call in flight
         try:
+            if spare is not None:
+                try:
+                    return spare.serve(method, work, deadline, timeout_s, cancel, on_closed)
+                except SpareGone:
+                    pass  # it ended before the call reached it: a fresh session takes the call
+            self._spares.counted_fresh(spec)
             return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed)
         finally:
-            self._spares.replenish(spec)  # after the answer, so the spare's start-up never delays it
+            self._spares.answered(spec)  # starts the next spare once no call of the server waits
 
     def _list_once(self, spec: ServerSpec, stop: threading.Event) -> list[dict]:
         """The tool list on one transient per-call session, whatever the server's strategy."""

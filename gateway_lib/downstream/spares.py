@@ -98,6 +98,7 @@ class _Record:
     backoff_s: float = 0.0
     retry_at: float = 0.0  # monotonic; no new spare before it
     idle_closed: bool = False
+    in_flight: int = 0  # calls taken (by a spare or fresh) and not yet answered
 
 
 class SparePool:
@@ -121,11 +122,13 @@ class SparePool:
     def take(self, spec: ServerSpec) -> Spare | None:
         """The server's waiting spare if it was started for exactly `spec`; else None.
 
-        A spare started for another spec (the entry or a ${VAR} value changed) is closed.
+        Counts a call in flight until `answered`. A spare started for another spec (the
+        entry or a ${VAR} value changed) is closed.
         """
         with self._lock:
-            record = self._records.get(spec.name)
-            spare = record.spare if record is not None else None
+            record = self._record(spec.name)
+            record.in_flight += 1
+            spare = record.spare
             if spare is None:
                 return None
             if spare.spec != spec:
@@ -142,6 +145,20 @@ class SparePool:
     def counted_fresh(self, spec: ServerSpec) -> None:
         with self._lock:
             self._record(spec.name).served_fresh += 1
+
+    def answered(self, spec: ServerSpec) -> None:
+        """A call of the server has its answer: start the next spare if no other call waits.
+
+        Not at once when a spare is taken: on a 2-core machine a start-up beside calls still
+        waiting for theirs slows them down (measured: a call on a spare took 2.5 times a
+        kept-alive call while its successor started; a burst of 10 took 1.1 times as long).
+        """
+        with self._lock:
+            record = self._record(spec.name)
+            record.in_flight -= 1
+            if record.in_flight > 0:
+                return
+        self.replenish(spec)
 
     def replenish(self, spec: ServerSpec) -> Spare | None:
         """Start the server's next spare in the background, unless one is there or may not be.

@@ -67,8 +67,8 @@ class ToolCatalog:
             return None
         return next((t for t in entry.tools if t.get("name") == tool), None)
 
-    def is_fresh(self, spec: ServerSpec) -> bool:
-        """Whether a fresh list of the server's tools is cached (then a spare need not list them)."""
+    def is_cached(self, spec: ServerSpec) -> bool:
+        """True when a fresh list of the server is at hand (a search lists the others first)."""
         return self._fresh(spec) is not None
 
     def store(self, spec: ServerSpec, tools: list[dict]) -> None:

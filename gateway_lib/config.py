@@ -159,13 +159,12 @@ def _build_server(
         session=entry.get("session", model.PER_CALL),
         idle_timeout_ms=entry.get("idle_timeout_ms", model.DEFAULT_IDLE_TIMEOUT_MS),
         spare=entry.get("spare", True),
+        max_result_tokens=entry.get("max_result_tokens"),
         unusable=unusable_message(name, substitute.missing),
         written_command=command,
         written_url=url,
     )
-    if spec.unusable:
-        logger.warning("%s", spec.unusable)
-    return spec
+    return spec  # an unusable spec is reported by whoever loaded it (check, start-up, reload), once
 
 
 def _substituted_map(values: Mapping[str, str], substitute: Substituter) -> Mapping[str, str]:
@@ -193,6 +192,7 @@ def load_rules(path: str) -> RulesConfig:
         path=str(path),
         agents=MappingProxyType(agents),
         deny_on_missing_agent=defaults.get("deny_on_missing_agent", False),
+        on_tool_change=defaults.get("on_tool_change", "block"),
     )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -33,7 +34,7 @@ from typing import Any, Callable, Mapping, Protocol, TextIO
 from ..errors import GatewayError, RequestCancelled, ServerUnavailable, ToolTimeout
 from ..model import PER_CALL, STDIO, ServerSpec
 from . import loop, sdk, waiting
-from .translate import READY, STARTING, first_leaf, translate
+from .translate import READY, STARTING, first_leaf, translate, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ DEFAULT_IDLE_S = 600.0
 BACKOFF_BASE_S = 2.0  # the wait after a second failure in a row; doubled by each further one
 BACKOFF_CAP_S = 300.0
 WARM_AT_ONCE = 2  # servers warmed at the same time after the handshake: a 2-core machine stays usable
-WARM_STEP_S = 60.0  # bound on one warm-up step (a spare starting, or a listing session)
+WARM_STEP_S = 60.0
+START_BOUND_MS = 60_000  # bound on a spare starting, for a server without timeout_ms  # bound on one warm-up step (a spare starting, or a listing session)
 CLOSE_RETRY_S = 0.02  # a spare closed while its process is being spawned looks again this soon
 EXIT_STATUS_WAIT_S = 0.5  # as for per-call sessions: let a crashed server be reaped before saying how it ended
 
@@ -66,7 +68,7 @@ class SpareSettings:
 class ToolLists(Protocol):
     """Where a spare puts the tool list it fetched (the gateway's ToolCatalog)."""
 
-    def is_fresh(self, spec: ServerSpec) -> bool: ...
+    def is_cached(self, spec: ServerSpec) -> bool: ...
 
     def store(self, spec: ServerSpec, tools: list[dict]) -> None: ...
 
@@ -207,8 +209,9 @@ class SparePool:
             for spec in [servers[name] for name, _ in stale if name in servers] + fresh:
                 self.replenish(spec)
 
-    def shutdown(self) -> list[threading.Thread]:
-        """Close every spare (aborting those serving a call); returns the threads to join."""
+    def shutdown(self) -> list[Spare]:
+        """Close every spare (failing a call one serves); returns them, for the caller to
+        join and to escalate to SIGTERM and SIGKILL as for any session."""
         with self._lock:
             self._closed = True
             spares = list(self._alive)
@@ -220,8 +223,14 @@ class SparePool:
         for spare in spares:
             spare.close("the gateway is shutting down", _CLOSED)
             spare.abort(ServerUnavailable(f"Server {spare.spec.name!r} was stopped: the gateway is shutting down"))
-            spare.kill_groups()
-        return [spare.thread for spare in spares] + [t for w in warmups for t in w.threads]
+        return spares
+
+    def join_warmups(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        with self._lock:
+            threads = [thread for warmup in self._warmups for thread in warmup.threads]
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # --- what spares report ----------------------------------------------------------
 
@@ -423,25 +432,53 @@ class Spare(loop.LoopProcesses):
 
     async def _hold(self) -> None:
         try:
+            bound_s = (self.spec.timeout_ms or START_BOUND_MS) / 1000
             with loop.cancel_scope() as scope:
                 with self._lock:
                     self._scope = scope
                     if self.state == _CLOSING:
                         scope.cancel()
+                # The start-up is bounded by the scope's deadline (a nested scope could not
+                # close before the transport's task groups it saw opened).
+                scope.deadline = self._loop.time() + bound_s
                 async with contextlib.AsyncExitStack() as stack:
-                    session = await sdk.open_session(self.spec, self.errlog, stack)
-                    await session.initialize()
-                    self.phase = READY
-                    if self._lists is not None and not self._lists.is_fresh(self.spec):
-                        self._lists.store(self.spec, await sdk.list_all(session))
+                    session = await self._start(stack)
+                    scope.deadline = math.inf
                     if not self._wait_now():
                         return
                     while (next_step := await self._wait_for_work()) == "wait":
                         pass
                     if next_step == "serve":
                         await self._run_work(session)
+            if scope.cancelled_caught and self.state == _STARTING:
+                self._fail(f"Server {self.spec.name!r}: its spare did not finish starting within {round(bound_s * 1000)} ms")
         finally:
             await self.reap()
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> Any:
+        """Open, initialize and (if the cache needs it) list the tools: the session."""
+        session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable, self.record_processes)
+        await session.initialize()
+        self.phase = READY
+        self.record_processes()
+        if self._lists is not None and not self._lists.is_cached(self.spec):
+            self._lists.store(self.spec, await sdk.list_all(session))
+        return session
+
+    def _fail(self, error: str) -> None:
+        with self._lock:
+            if self.state in (_STARTING, _WAITING):
+                self.state = _CLOSING
+                self._outcome = (_FAILED, error)
+
+    def _unreadable(self, reason: str) -> None:
+        """In the loop: an answer the SDK cannot parse. The served call's, or a failed start."""
+        if self._serving:
+            self.abort(unreadable(self, reason))
+            return
+        self._fail(str(unreadable(self, reason)))
+        if self._scope is not None:
+            self._scope.cancel()
 
     def _wait_now(self) -> bool:
         """STARTING -> WAITING; False if the spare was closed while starting."""
@@ -476,7 +513,7 @@ class Spare(loop.LoopProcesses):
         try:
             result = await self._work(session)
         except Exception as exc:
-            if sdk.is_connection_closed(first_leaf(exc)) and self.spawned_any():
+            if sdk.is_connection_closed(first_leaf(exc), self.spec.transport) and self.spawned_any():
                 await loop.poll_until(lambda: self.exit_status() is not None, EXIT_STATUS_WAIT_S)
             self._settle(exception=translate(self, exc))
             return
@@ -562,7 +599,7 @@ class Warmup:
             if spare is not None:  # one start at a time per warm-up thread; shutdown ends it
                 spare.settled.wait(WARM_STEP_S)
             return
-        if self._lists is None or self._lists.is_fresh(spec):
+        if self._lists is None or self._lists.is_cached(spec):
             return
         try:
             self._lists.store(spec, self._list_once(spec, self._stop))

@@ -76,10 +76,12 @@ class ServerSpec:
 
 @dataclass(frozen=True)
 class ServersConfig:
-    """The parsed `.mcp.json`."""
+    """The parsed `.mcp.json`, and what is worth a warning in it (entries skipped or
+    unusable, unknown keys)."""
 
     path: str
     servers: Mapping[str, ServerSpec]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -108,4 +110,9 @@ class Snapshot:
 
     servers: ServersConfig
     rules: RulesConfig
-    warnings: tuple[str, ...] = ()
+    rule_warnings: tuple[str, ...] = ()  # rules naming servers that .mcp.json does not define
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every warning in force, of both files: the one list that status and the log show."""
+        return self.servers.warnings + self.rule_warnings

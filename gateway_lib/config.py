@@ -236,6 +236,7 @@ def _build_server(
         max_concurrency=entry.get("max_concurrency"),
         session=entry.get("session", model.PER_CALL),
         idle_timeout_ms=entry.get("idle_timeout_ms", model.DEFAULT_IDLE_TIMEOUT_MS),
+        spare=entry.get("spare", True),
         max_result_tokens=entry.get("max_result_tokens"),
         unusable=unusable_message(name, substitute.missing),
         written_command=command,

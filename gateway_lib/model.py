@@ -49,6 +49,7 @@ class ServerSpec:
     max_concurrency: int | None = None
     session: str = PER_CALL
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    spare: bool = True  # a per-call stdio server may have a warm spare session (see downstream.spares)
     max_result_tokens: int | None = None  # this server's result budget (budget.py)
     unusable: str | None = None
     written_command: str | None = None  # as in .mcp.json, before ${VAR} substitution

@@ -319,6 +319,9 @@ def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The whole environment of a gateway under test: nothing from the developer's shell
     but PATH, so no GATEWAY_* variable leaks in; user paths point at the test's tmp dirs."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
+    # No warm spare sessions unless a test asks (test_spares.py does): most tests count the
+    # processes a call starts, and a spare is one more. An empty value means the default.
+    env["GATEWAY_INIT_STRATEGY"] = "off"
     if USER_DIRS is not None:
         env["HOME"] = str(USER_DIRS.home)
         env["XDG_CACHE_HOME"] = str(USER_DIRS.cache)

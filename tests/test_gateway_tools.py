@@ -6,6 +6,7 @@ Each test states one promise of the gateway tools.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from gateway_lib.errors import (
     INVALID_PARAMS,
     NO_FALLBACK_CONFIGURED,
     SERVER_UNAVAILABLE,
+    TIMEOUT,
     TOOL_NOT_FOUND,
 )
 
@@ -224,7 +226,6 @@ def test_a_tool_outside_the_allow_list_is_denied_by_default(gateway):
 def test_an_undefined_server_is_unavailable(gateway):
     error = error_of(gateway.call_tool("execute_tool", {"agent_id": "dev", "server": "ghost", "tool": "x", "args": {}}))
     assert error["code"] == SERVER_UNAVAILABLE
-    assert "ghost" in error["message"]
 
 
 def test_an_unknown_tool_is_tool_not_found(gateway):
@@ -333,10 +334,12 @@ def test_a_pinned_gateway_acts_as_its_agent_and_refuses_any_other(config_dir, ta
         ("execute_tool", {"server": "tools", "tool": "echo"}),
         ("execute_tool", {"server": "tools", "tool": "echo", "args": "text"}),
         ("execute_tool", {"server": "tools", "tool": "echo", "args": {}, "timeout_ms": 0}),
+        ("execute_tool", {"server": "tools", "tool": "echo", "args": {}, "timeout_ms": int("9" * 400)}),
         ("execute_tool", {"server": "tools", "tool": "echo", "arguments": {}}),
     ],
     ids=["bool as string", "agent id a number", "limit zero", "server a list", "budget a string",
-         "pattern of another form", "args missing", "args a string", "timeout zero", "unknown key"],
+         "pattern of another form", "args missing", "args a string", "timeout zero",
+         "timeout of 400 nines", "unknown key"],
 )
 def test_malformed_arguments_are_invalid_params(gateway, tool, arguments):
     with pytest.raises(Exception) as refused:
@@ -397,3 +400,112 @@ def test_the_demo_shows_a_session_end_to_end():
     assert '"protocolVersion": "2025-11-25"' in out
     assert '"sum": 5' in out
     assert "DENIED_BY_POLICY" in out
+
+
+# --- arguments no server could read (issue 9, items 7 and 8) -------------------------------------
+
+UNSENDABLE = {
+    "a lone surrogate in server": '{"agent_id":"dev","server":"\\ud800","tool":"echo","args":{}}',
+    "a lone surrogate in tool": '{"agent_id":"dev","server":"tools","tool":"\\udfff","args":{}}',
+    "a lone surrogate in an args key": '{"agent_id":"dev","server":"tools","tool":"echo","args":{"\\ud800":"x"}}',
+    "args nested 300 deep": ('{"agent_id":"dev","server":"tools","tool":"echo","args":{"text":'
+                             + "[" * 300 + "]" * 300 + "}}"),
+    "1e400 in args": '{"agent_id":"dev","server":"tools","tool":"echo","args":{"text":1e400}}',
+}
+
+
+@pytest.mark.parametrize("case", list(UNSENDABLE))
+def test_arguments_no_server_could_read_are_invalid_arguments_audited_and_reach_no_server(config_dir, tag, case):
+    log, audit = config_dir.path("server.log"), config_dir.path("audit.jsonl")
+    config_dir.write({"tools": harness.fault_server(tag, log=log)}, {"agents": {"dev": {"allow": {"servers": ["*"]}}}})
+    with config_dir.raw_gateway("--audit-log", str(audit)) as raw:
+        raw.initialize()
+        line = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"execute_tool","arguments":%s}}'
+        raw.send_bytes((line % UNSENDABLE[case]).encode() + b"\n")
+        answer = raw.response_for(7, timeout=30)
+    assert harness.raw_error_of(answer)["code"] == INVALID_ARGUMENTS
+    assert harness.count_events(log, "start") == 0
+    [record] = [r for r in harness.read_log(audit) if r.get("tool") == "execute_tool"]
+    assert record["error_code"] == INVALID_ARGUMENTS
+
+
+# --- listings take a server slot (issue 9, item 12) -----------------------------------------------
+
+
+def test_a_listing_that_opens_a_session_waits_for_a_slot_of_max_concurrency(config_dir, tag):
+    log = config_dir.path("server.log")
+    entry = harness.fault_server(tag, log=log, max_concurrency=1, timeout_ms=1500)
+    config_dir.write({"tools": entry}, RULES)
+    with config_dir.raw_gateway("--tool-cache-ttl", "0") as raw:
+        raw.initialize()
+        raw.send(harness.execute_message("busy", "tools", "sleep", {"seconds": 60}, timeout_ms=60_000))
+        assert harness.wait_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
+        listing = raw.request("tools/call", {"name": "get_server_tools", "arguments": {"agent_id": "dev", "server": "tools"}},
+                              timeout=30)
+        sessions_meanwhile = harness.count_events(log, "start")
+        raw.notify("notifications/cancelled", {"requestId": "busy"})
+    assert harness.raw_error_of(listing)["code"] == TIMEOUT  # no slot freed up within the server's timeout
+    assert sessions_meanwhile == 1
+
+
+# --- what the answers say ------------------------------------------------------------------------
+
+
+def test_a_budget_too_small_for_the_first_match_says_how_many_matched_and_that_the_budget_stopped_them(gateway):
+    listing = gateway.call_json("get_server_tools", {"agent_id": "dev", "server": "tools", "names": "echo,add",
+                                                     "max_schema_tokens": 1})
+    assert listing["tools"] == [] and listing["returned"] == 0
+    assert listing["matched"] == 2
+    assert "max_schema_tokens" in listing["note"]
+
+
+def test_a_pinned_gateway_leaves_agent_id_out_of_its_tool_schemas(config_dir, tag):
+    config_dir.write({"tools": harness.fault_server(tag)}, RULES)
+    with config_dir.gateway("--agent", "reader", "--debug") as gw:
+        schemas = {t.name: t.input_schema for t in gw.list_tools()}
+    assert len(schemas) == 4
+    assert all("agent_id" not in schema["properties"] for schema in schemas.values())
+
+
+def test_status_shows_one_warnings_list_that_is_the_union_of_the_files_warnings(config_dir, tag):
+    servers = {"tools": harness.fault_server(tag, sesion="keep-alive"),
+               "needs": {"command": "${UNSET_FOR_THIS_TEST}"}}
+    config_dir.write(servers, {"agents": {"dev": {"allow": {"servers": ["tools", "ghost"]}}}})
+    with config_dir.gateway("--debug") as gw:
+        status = gw.call_json("get_gateway_status", {"agent_id": "dev"})
+        stderr = gw.stderr_text()
+    per_file = status["reload_status"]
+    assert status["warnings"] == per_file["mcp_config"]["warnings"] + per_file["gateway_rules"]["warnings"]
+    assert len(status["warnings"]) == 3
+    for needle in ("did you mean 'session'?", "UNSET_FOR_THIS_TEST", "'ghost'"):
+        assert sum(needle in warning for warning in status["warnings"]) == 1
+        assert stderr.count(needle) == 1
+
+
+# --- the gateway never loads itself (issue 9, item 19) ---------------------------------------------
+
+
+def test_a_gateway_never_starts_itself_as_a_downstream_server(config_dir, tag):
+    """An entry that runs this gateway is skipped (warned in check, the log and status); one
+    hidden behind a shell starts a gateway that sees the marker and loads no servers."""
+    own_args = ["--mcp-config", str(config_dir.mcp_config), "--rules", str(config_dir.rules),
+                "--audit-log", str(config_dir.path(f"nested-{tag}.jsonl"))]
+    hidden = " ".join(shlex.quote(word) for word in [sys.executable, str(harness.GATEWAY), *own_args])
+    servers = {"self": {"command": sys.executable, "args": [str(harness.GATEWAY), *own_args]},
+               "wrapped": {"command": "/bin/sh", "args": ["-c", f"exec {hidden}"]},
+               "tools": harness.fault_server(tag)}
+    config_dir.write(servers, {"agents": {"dev": {"allow": {"servers": ["*"]}}}})
+    checked = subprocess.run([sys.executable, str(harness.GATEWAY), "check", "--mcp-config", str(config_dir.mcp_config),
+                              "--rules", str(config_dir.rules)], capture_output=True, timeout=60, env=harness.gateway_env())
+    skipped = "Server 'self' is skipped: its entry starts this gateway"
+    assert checked.returncode == 0 and skipped in checked.stdout.decode()
+    with config_dir.gateway("--debug") as gw:
+        listed = gw.call_json("list_servers", {"agent_id": "dev"})
+        nested = gw.call_tool("execute_tool", {"agent_id": "dev", "server": "wrapped", "tool": "list_servers",
+                                               "args": {"agent_id": "dev"}})
+        status = gw.call_json("get_gateway_status", {"agent_id": "dev"})
+        stderr = gw.stderr_text()
+    assert [s["name"] for s in listed["servers"]] == ["tools", "wrapped"]
+    assert nested.structured_content == {"servers": []}  # the nested gateway loaded none of them
+    assert sum(skipped in warning for warning in status["warnings"]) == 1
+    assert stderr.count(skipped) == 1

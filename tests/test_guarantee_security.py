@@ -259,7 +259,7 @@ def test_no_env_header_or_variable_value_reaches_responses_logs_audit_or_status(
             call("execute_tool", {"server": "tools", "tool": "add", "args": {"a": ARGUMENT_VALUE, "b": 1}})
             call("execute_tool", {"server": "tools", "tool": "nope", "args": {"token": ARGUMENT_VALUE}})
             call("get_gateway_status", {})
-            call("list_servers", {"agent_id": ARGUMENT_VALUE})  # quoted back to the caller only
+            call("list_servers", {"agent_id": ARGUMENT_VALUE})  # quoted back, and audited as who tried
         stdout, stderr = raw.all_stdout_bytes().decode(), raw.stderr_text()
     audit_text = audit.read_text(encoding="utf-8")
     places = {"responses": stdout, "stderr": stderr, "audit": audit_text}
@@ -269,7 +269,12 @@ def test_no_env_header_or_variable_value_reaches_responses_logs_audit_or_status(
         for value in ("plain-env-value-33a0", "plain-header-value-5e"):
             assert value not in text, f"{value} leaked into {where}"
     assert ARGUMENT_VALUE not in stderr
-    assert ARGUMENT_VALUE not in audit_text
+    # Values in `args` are never audited; an agent_id is identity, and a refused one is
+    # recorded as the agent that tried (issue 9, item 26), in that one field only.
+    records = [json.loads(line) for line in audit_text.splitlines()]
+    holding = [record for record in records if ARGUMENT_VALUE in json.dumps(record)]
+    assert holding == [record for record in records if record.get("agent") == ARGUMENT_VALUE]
+    assert [(r["tool"], r["error_code"]) for r in holding] == [("list_servers", INVALID_AGENT_ID)]
     status = [json.loads(line) for line in stdout.splitlines() if "config_paths" in line]
     assert status, "get_gateway_status was answered"
     listing = next(json.loads(line) for line in stdout.splitlines() if '"transport"' in line)

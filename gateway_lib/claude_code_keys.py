@@ -1,5 +1,5 @@
 """The server-entry keys Claude Code writes beyond the gateway's own: `oauth`, `timeout`,
-`headersHelper`, `type: "ws"`; and the warning for every key the gateway does not use.
+`headersHelper`, `type: "ws"`; and the warning for every `oauth` key the gateway does not use.
 
 config.py calls in here at three points: semantic problems of an entry (errors), warnings
 of an entry (ignored or duplicated keys), and building the entry's OAuthSettings.
@@ -18,11 +18,6 @@ from .schema_check import MCP_CONFIG_SCHEMA, schema_validator
 
 WEBSOCKET_TYPES = ("ws", "websocket")
 _REMOTE = (model.HTTP, model.SSE, "streamable-http")
-
-
-def _entry_keys() -> frozenset[str]:
-    """Every key the schema gives a meaning to: the one list of known keys."""
-    return frozenset(schema_validator(MCP_CONFIG_SCHEMA).schema["$defs"]["server"]["properties"])
 
 
 def _oauth_keys() -> frozenset[str]:
@@ -85,10 +80,7 @@ def entry_warnings(document: Document, path: JsonPath, entry: Mapping[str, Any])
     for key in ("oauth", "headersHelper"):
         if key in entry and not remote:
             warnings.append(document.problem(path + (key,), f"{quote(key)} is for http/sse servers: ignored"))
-    known = _entry_keys()
-    for key in entry:
-        if key not in known:
-            warnings.append(document.problem(path + (key,), f"key {quote(key)} is not used by the gateway: ignored"))
+    # An unknown key of the entry itself is config.py's warning (with its nearest known key).
     oauth = entry.get("oauth")
     if isinstance(oauth, dict):
         for key in oauth:

@@ -73,6 +73,8 @@ class ServerSpec:
     max_concurrency: int | None = None
     session: str = PER_CALL
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    spare: bool = True  # a per-call stdio server may have a warm spare session (see downstream.spares)
+    max_result_tokens: int | None = None  # this server's result budget (budget.py)
     unusable: str | None = None
     oauth: OAuthSettings | None = DEFAULT_OAUTH  # None: `"oauth": false`, a 401 is just an error
     headers_helper: str | None = None  # a shell command printing a JSON object of headers
@@ -100,7 +102,8 @@ class ServerSpec:
 
 @dataclass(frozen=True)
 class ServersConfig:
-    """The parsed `.mcp.json`."""
+    """The parsed `.mcp.json`, and what is worth a warning in it (entries skipped or
+    unusable, unknown keys)."""
 
     path: str
     servers: Mapping[str, ServerSpec]
@@ -124,6 +127,7 @@ class RulesConfig:
     path: str
     agents: Mapping[str, AgentRules]
     deny_on_missing_agent: bool = False
+    on_tool_change: str = "block"  # what a tool that differs from its pin gets (pins.py)
 
 
 @dataclass(frozen=True)
@@ -132,4 +136,9 @@ class Snapshot:
 
     servers: ServersConfig
     rules: RulesConfig
-    warnings: tuple[str, ...] = ()
+    rule_warnings: tuple[str, ...] = ()  # rules naming servers that .mcp.json does not define
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every warning in force, of both files: the one list that status and the log show."""
+        return self.servers.warnings + self.rule_warnings

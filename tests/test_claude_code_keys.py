@@ -69,7 +69,7 @@ def test_keys_the_gateway_does_not_use_are_accepted_with_a_warning(tmp_path):
         "b": {"url": "https://b.example/mcp", "oauth": {"clientId": "c", "futureKey": 1}},
     })
     assert code == 0, output
-    assert "$.mcpServers.a.alwaysAllow: key 'alwaysAllow' is not used by the gateway: ignored" in output
+    assert "$.mcpServers.a.alwaysAllow: unknown key 'alwaysAllow' is ignored" in output
     assert "$.mcpServers.a.oauth: 'oauth' is for http/sse servers: ignored" in output
     assert "$.mcpServers.a.headersHelper: 'headersHelper' is for http/sse servers: ignored" in output
     assert "$.mcpServers.b.oauth.futureKey: oauth key 'futureKey' is not used by the gateway: ignored" in output

@@ -1,7 +1,8 @@
 """Sessions to downstream MCP servers: the façade the gateway tools call.
 
 Two strategies, chosen per server by `ServerSpec.session`; callers never know which:
-per-call (default, `per_call.py`) and kept-alive (`keep_alive.py`). The other modules:
+per-call (default, `per_call.py`, with a warm spare session per server from `spares.py`)
+and kept-alive (`keep_alive.py`). The other modules:
 `waiting.py` (a worker's bounded wait), `loop.py` (event loops and process groups; the
 only asyncio/anyio importer), `sdk.py` (transports and wire helpers; the only importer of
 mcp, httpx2 and pydantic) and `translate.py` (SDK failures → gateway errors).
@@ -25,6 +26,7 @@ from . import sdk
 from .keep_alive import KeptSessions
 from .oauth import OAuthGate
 from .per_call import PerCallSessions, Work
+from .spares import WARM_STEP_S, SpareGone, SparePool, SpareSettings, ToolLists
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +34,15 @@ log = logging.getLogger(__name__)
 class Downstream:
     """Runs calls on per-call or kept-alive sessions and makes sure nothing outlives it."""
 
-    def __init__(self, errlog: TextIO | None = None, token_store: TokenStore | None = None):
+    def __init__(self, errlog: TextIO | None = None, spares: SpareSettings | None = None,
+                 token_store: TokenStore | None = None):
         # stdio children write their stderr here; the SDK needs a real file descriptor.
         errlog = errlog if errlog is not None else sys.stderr
         # With a token store, http/sse servers that answer 401 are signed in to (oauth.py).
         oauth = OAuthGate(token_store) if token_store is not None else None
         self._per_call = PerCallSessions(errlog, oauth)
         self._kept = KeptSessions(errlog, oauth)
+        self._spares = SparePool(spares or SpareSettings(), errlog, oauth)  # without settings: no spares
         self._lock = threading.Lock()
         self._preloader: threading.Thread | None = None
 
@@ -48,6 +52,14 @@ class Downstream:
             if self._preloader is None:
                 self._preloader = threading.Thread(target=sdk.import_client, name="downstream-preload", daemon=True)
                 self._preloader.start()
+
+    def use_tool_lists(self, lists: ToolLists) -> None:
+        """Spares list a server's tools into `lists` as they start, when it has no fresh list."""
+        self._spares.use_tool_lists(lists)
+
+    def warm(self, servers: Mapping[str, ServerSpec]) -> None:
+        """The eager start: a spare per server that may have one, every tool list cached (background)."""
+        self._spares.warm(servers, self._list_once)
 
     def list_tools(
         self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None
@@ -102,28 +114,47 @@ class Downstream:
         return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Cancel every live session, kill its process groups, and join the threads (bounded)."""
-        threads = self._kept.shutdown() + self._per_call.shutdown()
+        """Close every session as the MCP spec says, all within `timeout_s`.
+
+        Calls in flight fail at once. Each session closes its server's stdin (the SDK
+        does that as the session closes); a third of the bound later, servers still
+        running get SIGTERM (their group); at two thirds, SIGKILL (their group while the
+        leader lives, and every recorded descendant); the rest of the bound is for the
+        threads to end.
+        """
+        started = time.monotonic()
+        owners: list[Any] = [*self._kept.shutdown(), *self._spares.shutdown(), *self._per_call.shutdown()]
+        for escalate, at in ((_terminate, 1 / 3), (_kill, 2 / 3), (None, 1.0)):
+            until = started + timeout_s * at
+            for owner in owners:
+                if owner.thread is not None:
+                    owner.thread.join(max(0.0, until - time.monotonic()))
+            owners = [owner for owner in owners if owner.thread is not None and owner.thread.is_alive()]
+            if escalate is not None:
+                for owner in owners:
+                    escalate(owner)
         with self._lock:
-            threads.append(self._preloader)
-        deadline = time.monotonic() + timeout_s
-        for thread in filter(None, threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
+            preloader = self._preloader
+        if preloader is not None:
+            preloader.join(max(0.0, started + timeout_s - time.monotonic()))
+        self._spares.join_warmups(max(0.0, started + timeout_s - time.monotonic()))
         if self.live_sessions:
             log.warning("%s downstream session(s) still cleaning up after shutdown", self.live_sessions)
 
     def retire(self, servers: Mapping[str, ServerSpec]) -> None:
-        """Close every kept-alive session whose server is gone from `servers` or changed."""
+        """Close every kept-alive session and spare whose server is gone from `servers` or changed."""
         self._kept.retire(servers)
+        self._spares.retire(servers)
 
     def status(self) -> dict:
-        """Per-call sessions in flight, and every open kept-alive session."""
+        """Per-call sessions in flight, every open kept-alive session, and the spares per server."""
         kept = sorted(self._kept.status(), key=lambda entry: (entry["server"], entry["agent"] or ""))
-        return {"live_sessions": self._per_call.live, "kept_sessions": kept}
+        return {"live_sessions": self.live_sessions, "kept_sessions": kept,
+                "init_strategy": self._spares.settings.strategy, "spares": self._spares.status()}
 
     @property
     def live_sessions(self) -> int:
-        return self._per_call.live
+        return self._per_call.live + self._spares.serving_count
 
     def _run(
         self,
@@ -150,7 +181,30 @@ class Downstream:
             if on_closed is not None:
                 on_closed()  # no session was started, so it is closed now
             raise
-        return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed)
+        spare = self._spares.take(spec)  # counts the call in flight
+        try:
+            if spare is not None:
+                try:
+                    return spare.serve(method, work, deadline, timeout_s, cancel, on_closed)
+                except SpareGone:
+                    pass  # it ended before the call reached it: a fresh session takes the call
+            self._spares.counted_fresh(spec)
+            return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed)
+        finally:
+            self._spares.answered(spec)  # starts the next spare once no call of the server waits
+
+    def _list_once(self, spec: ServerSpec, stop: threading.Event) -> list[dict]:
+        """The tool list on one transient per-call session, whatever the server's strategy."""
+        deadline = time.monotonic() + WARM_STEP_S
+        return self._per_call.run(spec, "tools/list", sdk.list_all, deadline, WARM_STEP_S, stop, None)
+
+
+def _terminate(owner: Any) -> None:
+    owner.terminate_processes()
+
+
+def _kill(owner: Any) -> None:
+    owner.kill_processes()
 
 
 def _check_startable(spec: ServerSpec, cancel: threading.Event | None) -> None:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import sysconfig
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -46,12 +49,19 @@ def translate(attempt: Attempt, exc: BaseException) -> BaseException:
         log.error("The mcp SDK cannot be imported: %s", leaf)
         return ServerUnavailable(f"{name} cannot be reached: the mcp SDK is not installed correctly")
 
-    failure = sdk.classify(leaf)
+    # Classified first: a failed sign-in (oauth_signin.SignInFailed) is raised in the
+    # gateway's own code, yet is the server's or the user's doing, not a bug.
+    failure = sdk.classify(leaf, spec.transport)
     kind = failure.kind if failure is not None else None
+    if kind != sdk.OAUTH and raised_in_gateway(leaf):
+        # A bug of ours, not the server's: it goes up as it is, so the endpoint logs it
+        # with its traceback and answers -32603, instead of blaming the server.
+        return leaf
     if kind == sdk.CLOSED:
         status = attempt.exit_status()
         when = "before answering initialize" if starting else f"during {method}"
-        return ServerUnavailable(f"{name} closed the connection {when}" + (f" ({status})" if status else ""))
+        said = f": {failure.detail}" if failure.detail else ""
+        return ServerUnavailable(f"{name} closed the connection {when}" + (f" ({status})" if status else "") + said)
     refused = getattr(getattr(attempt, "auth", None), "refused_status", None)
     if kind == sdk.RPC_ERROR and starting and refused == 401:  # the SDK's stand-in for an HTTP 401
         return _unauthorized(attempt, "HTTP 401")
@@ -91,6 +101,40 @@ def _unauthorized(attempt: Attempt, detail: str) -> GatewayError:
     if auth is not None:
         return auth.required_error(reason)
     return AuthRequired(f"Server {spec.name!r} needs a sign-in ({reason})", server=spec.name)
+
+
+def unreadable(attempt: Attempt, reason: str) -> GatewayError:
+    """The error for an answer the SDK could not parse (see `sdk.open_session`)."""
+    name = f"Server {attempt.spec.name!r}"
+    if attempt.phase == STARTING:
+        return ServerUnavailable(f"{name} failed to initialize: its answer cannot be read ({reason})")
+    return DownstreamError(f"{name} answered {attempt.method} with a message that cannot be read: {reason}")
+
+
+_GATEWAY_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+_LIBRARY_DIRS = tuple(
+    str(Path(sysconfig.get_path(name)).resolve()) + os.sep for name in ("stdlib", "platstdlib", "purelib", "platlib")
+)
+
+
+def raised_in_gateway(exc: BaseException) -> bool:
+    """Whether `exc` is a bug of the gateway's, not a failure of the server or connection.
+
+    What the SDK, its transports, asyncio or the standard library raise (the innermost
+    frame lies in an installed library or the standard library) is the server's or the
+    connection's doing and is translated; anything raised by the gateway's own code, or
+    by a callable it was handed, is a bug.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    if filename.startswith("<"):  # frozen standard-library modules
+        return False
+    filename = str(Path(filename).resolve())
+    return filename.startswith(_GATEWAY_DIR) or not filename.startswith(_LIBRARY_DIRS)
 
 
 def first_leaf(exc: BaseException) -> BaseException:

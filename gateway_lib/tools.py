@@ -263,7 +263,7 @@ class GatewayTools:
 
     def _visible_tools(self, snapshot: Snapshot, record: CallRecord, spec: ServerSpec, timeout_s: float,
                        cancel) -> list[dict]:
-        """The server's tools this agent may see: allowed by its rules."""
+        """The server's tools this agent may see: allowed by its rules and not held back by the pins."""
         tools = self._catalog.tools(spec, timeout_s, cancel, agent=record.agent)
         blocked = self._pins.review(spec.name, tools, snapshot.rules.on_tool_change).blocked if self._pins else ()
         return [t for t in tools if t["name"] not in blocked

@@ -163,8 +163,13 @@ def test_a_tool_with_pattern_characters_in_its_name_is_callable_when_allowed_by_
 @pytest.mark.parametrize("server", ["*", "tool*", "*s", "t?ols", "[t]ools", "tools/..", "../vault", "vault/../tools",
                                     "tools ", " tools", "TOOLS", "tools\n", "tools\x00", "t\u043eols", "vault"])
 def test_a_server_name_with_pattern_or_path_characters_reaches_no_other_server(shared, shared_logs, server):
-    for name, arguments in [("get_server_tools", {"server": server}),
-                            ("execute_tool", {"server": server, "tool": "echo", "args": {"text": "x"}})]:
+    calls = [("execute_tool", {"server": server, "tool": "echo", "args": {"text": "x"}})]
+    if server == "*":  # get_server_tools' search form: every server the agent may use, and only those
+        found = shared.call_json("get_server_tools", {"agent_id": "dev", "server": server})
+        assert found["servers_searched"] == ["tools"] and {t["server"] for t in found["tools"]} == {"tools"}
+    else:
+        calls.append(("get_server_tools", {"server": server}))
+    for name, arguments in calls:
         error = error_of(shared.call_tool(name, {"agent_id": "dev", **arguments}))
         assert error["code"] in (DENIED_BY_POLICY, SERVER_UNAVAILABLE), (name, error)
     assert harness.read_log(shared_logs["vault"]) == []

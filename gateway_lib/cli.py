@@ -134,6 +134,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from .reload import DEFAULT_DEBOUNCE_S, Reloader
     from .rpc import Endpoint
     from .slots import ServerSlots
+    from .relay import DEFAULT_MAX_TIMEOUT_MS
     from .tools import DEFAULT_TIMEOUT_MS, GatewayTools, ToolSettings
 
     _configure_logging(_setting(options.log_level, environ, "GATEWAY_LOG_LEVEL", "INFO"))
@@ -157,6 +158,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         pinned_agent=_setting(options.agent, environ, "GATEWAY_AGENT", None),
         default_timeout_ms=_setting(options.timeout_ms, environ, "GATEWAY_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, int),
         max_result_bytes=max_line_bytes,  # one limit on a message, in and out
+        max_timeout_ms=_setting(None, environ, "GATEWAY_MAX_TIMEOUT_MS", DEFAULT_MAX_TIMEOUT_MS, int),
     )
     if settings.pinned_agent and settings.pinned_agent not in snapshot.rules.agents:
         logger.warning("Pinned agent %r is not in the rules: every call will be refused until it is added",

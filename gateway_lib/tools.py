@@ -27,6 +27,7 @@ from .errors import (
     ToolNotFound,
 )
 from .model import ServerSpec, Snapshot
+from .relay import DEFAULT_MAX_TIMEOUT_MS, CallClock, CallRelay, ClientLink
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +137,7 @@ class ToolSettings:
     pinned_agent: str | None = None  # --agent / GATEWAY_AGENT
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
     max_result_bytes: int | None = None  # a larger downstream result is refused, not passed on
+    max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS  # GATEWAY_MAX_TIMEOUT_MS: no call runs longer
 
 
 class GatewayTools:
@@ -165,7 +167,8 @@ class GatewayTools:
     def definitions(self) -> list[dict[str, Any]]:
         return self._definitions
 
-    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
+    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event,
+             client: ClientLink | None = None) -> dict[str, Any]:
         handler = self._handlers.get(name)
         if handler is None:
             raise InvalidParams(f"Unknown tool {name!r}")
@@ -177,6 +180,8 @@ class GatewayTools:
                 snapshot.rules, arguments.get("agent_id"),
                 default_agent=self._settings.default_agent, pinned=self._settings.pinned_agent,
             )
+            if name in ("execute_tool", "get_server_tools"):
+                return handler(snapshot, record, arguments, cancel, client)
             return handler(snapshot, record, arguments, cancel)
         except InvalidParams:
             record.outcome, record.error_code = "invalid_params", "INVALID_PARAMS"
@@ -220,14 +225,21 @@ class GatewayTools:
 
     # --- get_server_tools ------------------------------------------------------------
 
-    def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+    def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel,
+                          client: ClientLink | None = None) -> dict:
         server = arguments["server"]
         spec = self._allowed_server(snapshot, record, server)
         pattern = arguments.get("pattern")
         if pattern is not None and not policy.is_valid_pattern(pattern):
             raise InvalidParams(f"pattern {pattern!r} is not allowed: use '*', 'prefix*', '*suffix' or an exact name")
         wanted = _split_names(arguments.get("names"))
-        tools = self._catalog.tools(spec, self._timeout_s(spec, None), cancel, agent=record.agent)
+        timeout_s = self._timeout_s(spec, None)
+        # A listing is held to its timeout: the progress-extended cap is execute_tool's.
+        relay = self._relay(snapshot, record, spec, timeout_s, client, cap_s=timeout_s)
+        try:
+            tools = self._catalog.tools(spec, relay.clock.timeout_s, cancel, agent=record.agent, relay=relay)
+        finally:
+            relay.end()
         permitted = [t for t in tools if policy.decide_tool(snapshot.rules, record.agent, server, t["name"]).allowed]
         chosen = [
             t for t in permitted
@@ -251,7 +263,8 @@ class GatewayTools:
 
     # --- execute_tool ----------------------------------------------------------------
 
-    def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+    def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel,
+                      client: ClientLink | None = None) -> dict:
         server, tool, args = arguments["server"], arguments["tool"], arguments["args"]
         decision = policy.decide_tool(snapshot.rules, record.agent, server, tool)
         record.decision, record.rule = ("allow" if decision.allowed else "deny"), decision.rule
@@ -262,34 +275,39 @@ class GatewayTools:
             )
         spec = self._defined_server(snapshot, server)
         self._check_sendable(tool, args)  # before any session: no server could read them
-        timeout_s = self._timeout_s(spec, arguments.get("timeout_ms"))
+        relay = self._relay(snapshot, record, spec, self._timeout_s(spec, arguments.get("timeout_ms")), client)
+        timeout_s = relay.clock.timeout_s  # a timeout_ms above the cap is held to the cap
         deadline = time.monotonic() + timeout_s
-        definition = self._catalog.known(spec, tool)
+        caps = relay.capability_key()
+        definition = self._catalog.known(spec, tool, caps)
         if definition is not None:
             # A cache hit: bad arguments are refused here, before any session is opened.
-            self._check_downstream_arguments(spec, definition, args)
+            self._check_downstream_arguments(spec, definition, args, caps)
 
         def check_listed(tools: list[dict]) -> None:
             # Runs inside the call's own session, between its tools/list and tools/call.
-            self._catalog.store(spec, tools)
+            self._catalog.store(spec, tools, caps)
             listed = next((t for t in tools if t.get("name") == tool), None)
             if listed is None:
                 raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
-            self._check_downstream_arguments(spec, listed, args)
+            self._check_downstream_arguments(spec, listed, args, caps)
 
         # The answer comes as soon as the result does, but the slot is given back only once
         # the session has closed: a server process still winding down counts against its
         # max_concurrency.
         release = self._slots.acquire(spec, deadline, cancel)
         remaining = max(deadline - time.monotonic(), 0.001)
-        if definition is not None:
-            result = self._downstream.call_tool(spec, tool, args, remaining, cancel,
-                                                 agent=record.agent, on_closed=release)
-        else:
-            # The cache cannot vouch for the tool (empty, expired, or a tool it does not
-            # know): list once and call in the same session, one server start-up.
-            result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel,
-                                                         check=check_listed, agent=record.agent, on_closed=release)
+        try:
+            if definition is not None:
+                result = self._downstream.call_tool(spec, tool, args, remaining, cancel,
+                                                     agent=record.agent, on_closed=release, relay=relay)
+            else:
+                # The cache cannot vouch for the tool (empty, expired, or a tool it does not
+                # know): list once and call in the same session, one server start-up.
+                result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel, check=check_listed,
+                                                             agent=record.agent, on_closed=release, relay=relay)
+        finally:
+            relay.end()  # requests the downstream still waits on are withdrawn from the client
         self._check_result_size(server, tool, result)
         if result.get("isError"):
             record.outcome = "tool_error"
@@ -316,8 +334,9 @@ class GatewayTools:
             problem = "(root): contains a lone surrogate (\\ud800-\\udfff), which cannot be sent as UTF-8"
             raise InvalidArguments(f"Arguments for {tool!r} cannot be sent: {problem}", problems=[problem])
 
-    def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict) -> None:
-        validator = self._catalog.validator(spec, definition)
+    def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict,
+                                    caps: tuple[str, ...] = ()) -> None:
+        validator = self._catalog.validator(spec, definition, caps)
         if validator is None:
             return
         try:
@@ -366,6 +385,13 @@ class GatewayTools:
         if spec is None:
             raise ServerUnavailable(f"Server {server!r} is not defined in the gateway's .mcp.json", server=server)
         return spec
+
+    def _relay(self, snapshot: Snapshot, record: CallRecord, spec: ServerSpec, timeout_s: float,
+               client: ClientLink | None, cap_s: float | None = None) -> CallRelay:
+        """What this call's downstream may send the client, and the call's clock."""
+        clock = CallClock(timeout_s, self._settings.max_timeout_ms / 1000 if cap_s is None else cap_s)
+        link = client or ClientLink(None, None, log_level=None)
+        return CallRelay(link, clock, server=spec.name, agent=record.agent, rules=snapshot.rules, audit=self._audit)
 
     def _timeout_s(self, spec: ServerSpec, requested_ms: int | None) -> float:
         return (requested_ms or spec.timeout_ms or self._settings.default_timeout_ms) / 1000

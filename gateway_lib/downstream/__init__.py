@@ -3,8 +3,14 @@
 Two strategies, chosen per server by `ServerSpec.session`; callers never know which:
 per-call (default, `per_call.py`) and kept-alive (`keep_alive.py`). The other modules:
 `waiting.py` (a worker's bounded wait), `loop.py` (event loops and process groups; the
-only asyncio/anyio importer), `sdk.py` (transports and wire helpers; the only importer of
-mcp, httpx2 and pydantic) and `translate.py` (SDK failures → gateway errors).
+only asyncio/anyio importer), `sdk.py` (transports, wire helpers, the relay's SDK
+callbacks and the protocol-era probe; the only importer of mcp, httpx2 and pydantic) and
+`translate.py` (SDK failures → gateway errors).
+
+A call may come with a relay (`gateway_lib.relay.CallRelay`, built by the tools): the
+session then declares the client's capabilities, hands the server's progress, log
+messages and requests to it, and the call's deadline is the relay's clock, which
+progress restarts and a wait for the client pauses.
 
 Nothing here imports asyncio or the SDK at module level: `import mcp` costs most of a
 second, and the gateway must answer `initialize` before that (see `Downstream.preload`).
@@ -46,9 +52,10 @@ class Downstream:
                 self._preloader.start()
 
     def list_tools(
-        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None
+        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None,
+        relay: Any = None,
     ) -> list[dict]:
-        return self._run(spec, "tools/list", sdk.list_all, timeout_s, cancel, agent=agent)
+        return self._run(spec, "tools/list", sdk.list_all, timeout_s, cancel, agent=agent, relay=relay)
 
     def call_tool(
         self,
@@ -60,15 +67,16 @@ class Downstream:
         *,
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> dict:
         """Call `tool` on a fresh session. The result comes back as soon as it arrives;
         the session closes afterwards, and `on_closed` (if given) is called exactly once
         when it has, on every path: the caller's hold on a server slot lasts until then."""
 
         async def work(session: Any) -> dict:
-            return await sdk.send_call(session, tool, arguments)
+            return await sdk.send_call(session, tool, arguments, relay)
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed, relay=relay)
 
     def list_and_call_tool(
         self,
@@ -81,6 +89,7 @@ class Downstream:
         check: Callable[[list[dict]], None],
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> dict:
         """List the server's tools, pass them to `check`, then call `tool`: one session.
 
@@ -93,9 +102,9 @@ class Downstream:
 
         async def work(session: Any) -> dict:
             check(await sdk.list_all(session))
-            return await sdk.send_call(session, tool, arguments)
+            return await sdk.send_call(session, tool, arguments, relay)
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed, relay=relay)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Cancel every live session, kill its process groups, and join the threads (bounded)."""
@@ -130,13 +139,16 @@ class Downstream:
         cancel: threading.Event | None,
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> Any:
-        deadline = time.monotonic() + timeout_s
+        deadline: float | Callable[[], float] = time.monotonic() + timeout_s
+        if relay is not None:
+            deadline = relay.clock.deadline  # moves with progress and with waits for the client
         if spec.session == KEEP_ALIVE:
             # A kept session outlives the call, so `on_closed` fires when the call ends.
             try:
                 _check_startable(spec, cancel)
-                return self._kept.run(spec, agent, method, work, deadline, timeout_s, cancel)
+                return self._kept.run(spec, agent, method, work, deadline, timeout_s, cancel, relay)
             finally:
                 if on_closed is not None:
                     on_closed()
@@ -146,7 +158,7 @@ class Downstream:
             if on_closed is not None:
                 on_closed()  # no session was started, so it is closed now
             raise
-        return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed)
+        return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed, relay)
 
 
 def _check_startable(spec: ServerSpec, cancel: threading.Event | None) -> None:

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 SEND_ATTEMPTS = 3  # kept sessions found closing before a call was sent: open a fresh one
 DRAIN_S = 1.0  # bound on letting cancelled calls send their notifications/cancelled
 
-Key = tuple[str, str | None]  # (server, agent)
+Key = tuple[str, str | None, tuple[str, ...]]  # (server, agent, client capabilities declared)
 
 
 class SessionGone(Exception):
@@ -55,12 +55,13 @@ class KeptSessions:
         agent: str | None,
         method: str,
         work: Work,
-        deadline: float,
+        deadline: float | Callable[[], float],
         timeout_s: float,
         cancel: threading.Event | None,
+        relay: Any = None,
     ) -> Any:
         for _ in range(SEND_ATTEMPTS):
-            session = self._hold(spec, agent)
+            session = self._hold(spec, agent, relay)
             try:
                 return session.call(method, work, deadline, timeout_s, cancel)
             except SessionGone:
@@ -69,9 +70,13 @@ class KeptSessions:
                 session.release()
         raise ServerUnavailable(f"Server {spec.name!r} closed its session again and again before the call was sent")
 
-    def _hold(self, spec: ServerSpec, agent: str | None) -> KeptSession:
-        """The open session of (server, agent), opened if needed, with one more holder."""
-        key = (spec.name, agent)
+    def _hold(self, spec: ServerSpec, agent: str | None, relay: Any = None) -> KeptSession:
+        """The open session of (server, agent, capabilities), opened if needed, with one more holder.
+
+        A session declares the client capabilities once, when it opens: calls whose client
+        declared another set get a session of their own.
+        """
+        key = (spec.name, agent, relay.capability_key() if relay is not None else ())
         stale: tuple[KeptSession, str, bool] | None = None
         with self._lock:
             if self._closed:
@@ -83,7 +88,7 @@ class KeptSessions:
                 stale = (self._open.pop(key), "its process exited", False)
             session = self._open.get(key)
             if session is None or not session.hold():
-                session = KeptSession(self, spec, agent, self._errlog)
+                session = KeptSession(self, spec, agent, self._errlog, key, relay)
                 session.hold()
                 self._open[key] = session
                 self._alive.add(session)
@@ -155,10 +160,12 @@ class KeptSession(loop.LoopProcesses):
 
     method = "initialize"  # what `translate` reports while the session is starting
 
-    def __init__(self, registry: KeptSessions, spec: ServerSpec, agent: str | None, errlog: TextIO):
+    def __init__(self, registry: KeptSessions, spec: ServerSpec, agent: str | None, errlog: TextIO,
+                 key: Key | None = None, relay: Any = None):
         self.spec = spec
         self.agent = agent
-        self.key: Key = (spec.name, agent)
+        self.key: Key = key if key is not None else (spec.name, agent, ())
+        self._declares = relay  # the first call's relay: the capabilities the session declares
         self.errlog = errlog
         self.phase = STARTING
         self.ready: concurrent.futures.Future = concurrent.futures.Future()  # None once initialized
@@ -237,7 +244,8 @@ class KeptSession(loop.LoopProcesses):
 
     # --- worker threads ---------------------------------------------------------------
 
-    def call(self, method: str, work: Work, deadline: float, timeout_s: float, cancel: threading.Event | None) -> Any:
+    def call(self, method: str, work: Work, deadline: float | Callable[[], float], timeout_s: float,
+             cancel: threading.Event | None) -> Any:
         """Run `work(session)` in the session's loop; wait until the deadline at most."""
         ms = round(timeout_s * 1000)
         name = self.spec.name
@@ -297,8 +305,9 @@ class KeptSession(loop.LoopProcesses):
                     if self.closing is not None:
                         scope.cancel()
                 async with contextlib.AsyncExitStack() as stack:
-                    session = await sdk.open_session(self.spec, self.errlog, stack)
-                    await session.initialize()
+                    session = await sdk.open_session(self.spec, self.errlog, stack, self._declares, shared=True)
+                    self._declares = None  # the session outlives that call: do not hold on to it
+                    await sdk.handshake(session, self.spec)
                     self._session, self.phase = session, READY
                     self._settle_ready(None)
                     log.info("Opened a kept-alive session of server %r for agent %r", self.spec.name, self.agent)

@@ -14,18 +14,21 @@ POLL_S = 0.02  # how often a waiting worker looks at its cancel event
 
 def result_by(
     future: concurrent.futures.Future,
-    deadline: float,
+    deadline: float | Callable[[], float],
     cancel: threading.Event | None,
     timeout_error: Callable[[], BaseException],
     give_up: Callable[[BaseException], None] = lambda error: None,
 ) -> Any:
     """The future's result (or its exception), waiting until `deadline` (monotonic) at most.
 
+    `deadline` may be a callable, read on every look: a call's deadline moves when the
+    server reports progress or while the client is answering one of the server's requests.
+
     At the deadline raise `timeout_error()`; once `cancel` is set raise RequestCancelled.
     Either way `give_up(error)` is called first, so the session can stop its work.
     """
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if remaining <= 0:
             error = timeout_error()
             give_up(error)

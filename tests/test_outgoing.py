@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from gateway_lib.errors import RequestCancelled
+from gateway_lib.framing import encode
 from gateway_lib.outgoing import PeerError, PeerTimeout
 from gateway_lib.rpc import Endpoint, Method
 
@@ -18,8 +19,8 @@ class Wire:
     def __init__(self):
         self.lines: queue.Queue = queue.Queue()
 
-    def write(self, line: bytes) -> None:
-        self.lines.put(json.loads(line))
+    def write(self, message) -> None:
+        self.lines.put(json.loads(encode(message)))
 
     def next(self):
         return self.lines.get(timeout=WAIT_S)

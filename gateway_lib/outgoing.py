@@ -33,12 +33,6 @@ class PeerError(Exception):
         super().__init__(message)
         self.code, self.message, self.data = code, message, data
 
-    def to_dict(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
 
 class PeerTimeout(Exception):
     """The client did not answer a request of the gateway in time."""

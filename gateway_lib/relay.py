@@ -120,11 +120,6 @@ class CallClock:
     def until_cap(self) -> float:
         return self._cap - self._clock()
 
-    def capped(self) -> bool:
-        """Whether the time ran out at the cap rather than at the timeout."""
-        with self._lock:
-            return self._cap <= self._deadline or self._clock() >= self._cap
-
 
 class CallRelay:
     """The relay of one execute_tool: handed to `downstream` for that call."""

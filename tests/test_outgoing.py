@@ -1,29 +1,17 @@
 """Unit tests of the gateway's own requests to its client, through the JSON-RPC endpoint:
 ids in their own space, answers matched by id, bounded waits, withdrawal by cancel."""
 
-import json
 import queue
 import threading
 
 import pytest
 
 from gateway_lib.errors import RequestCancelled
-from gateway_lib.framing import encode
 from gateway_lib.outgoing import PeerError, PeerTimeout
 from gateway_lib.rpc import Endpoint, Method
+from test_rpc import Wire  # the endpoint's tests' wire: encodes as the real writer does
 
 WAIT_S = 5
-
-
-class Wire:
-    def __init__(self):
-        self.lines: queue.Queue = queue.Queue()
-
-    def write(self, message) -> None:
-        self.lines.put(json.loads(encode(message)))
-
-    def next(self):
-        return self.lines.get(timeout=WAIT_S)
 
 
 @pytest.fixture
@@ -33,8 +21,6 @@ def wire():
 
 @pytest.fixture
 def endpoint(wire):
-    asked: queue.Queue = queue.Queue()
-
     def ask_client(params, context):
         # A handler that asks the client something and answers with what it said.
         try:
@@ -46,7 +32,6 @@ def endpoint(wire):
             return {"timeout": True}
 
     ep = Endpoint({"ask": Method(ask_client)}, {}, wire.write, max_workers=4, cancel_notification="notifications/cancelled")
-    ep.asked = asked
     yield ep
     ep.shutdown(WAIT_S)
 

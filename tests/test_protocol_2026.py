@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 import sys
 
-import mcp_types
 import pytest
 from mcp import Client, StdioServerParameters
 
 import harness
 from gateway_lib.catalog import ToolCatalog
+from gateway_lib.downstream.sdk import ListedTools
 from gateway_lib.errors import INVALID_PARAMS, INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION
 from gateway_lib.model import ServerSpec
 from passthrough_helpers import Recorder, answer_of, audit_records, execute, passthrough_server, start_gateway
+from servers.passthrough_server import LIST_IN_2026
 
 MODERN = "2026-07-28"
 WAIT_S = 30
@@ -148,21 +149,10 @@ def test_2026_tool_definitions_and_results_pass_through_unchanged(config_dir, ta
             return await client.call_tool("execute_tool", {"server": "fx", "tool": "list_in_2026", "args": {"n": 1}})
 
     newer = run(session())
-    assert listed == [{
-        "name": "list_in_2026",
-        "description": "A 2026 tool: 2020-12 schema keywords, an array as structured content.",
-        "inputSchema": {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-                        "$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}},
-                        "unevaluatedProperties": False},
-        "outputSchema": {"type": "array", "items": {"type": "integer"}},
-    }]
+    assert listed == [LIST_IN_2026]  # as the server sent it, key for key
     assert newer.structured_content == [1, 2, 3]
     # Before 2026-07-28 structured content must be an object: older clients get the text alone.
     assert older.structured_content is None and harness.result_text(older) == "[1, 2, 3]"
-
-
-class ListedTools(list):
-    ttl_ms = None
 
 
 def test_a_servers_ttl_ms_bounds_how_long_its_tool_list_is_cached():

@@ -109,6 +109,15 @@ SAMPLE_PARAMS = {"messages": [{"role": "user", "content": {"type": "text", "text
 FORM_PARAMS = {"mode": "form", "message": "Your name?",
                "requestedSchema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]}}
 URL_PARAMS = {"mode": "url", "message": "Sign in", "url": "https://example.invalid/signin", "elicitationId": "e-1"}
+# A 2026-07-28 tool definition: 2020-12 keywords, an array as output (tests compare against it).
+LIST_IN_2026 = {
+    "name": "list_in_2026",
+    "description": "A 2026 tool: 2020-12 schema keywords, an array as structured content.",
+    "inputSchema": {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+                    "$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}},
+                    "unevaluatedProperties": False},
+    "outputSchema": {"type": "array", "items": {"type": "integer"}},
+}
 INTERACTIVE = {"sample": ("sampling/createMessage", SAMPLE_PARAMS), "elicit": ("elicitation/create", FORM_PARAMS),
                "elicit_url": ("elicitation/create", URL_PARAMS), "roots": ("roots/list", {})}
 
@@ -120,14 +129,7 @@ def tool_definitions(caps):
     if "sampling" in caps:
         tools.append({"name": "sampling_only", "description": "Only for sampling clients.", "inputSchema": dict(OBJECT)})
     if ONLY_2026:
-        tools.append({
-            "name": "list_in_2026",
-            "description": "A 2026 tool: 2020-12 schema keywords, an array as structured content.",
-            "inputSchema": {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
-                            "$defs": {"n": {"type": "integer"}}, "properties": {"n": {"$ref": "#/$defs/n"}},
-                            "unevaluatedProperties": False},
-            "outputSchema": {"type": "array", "items": {"type": "integer"}},
-        })
+        tools.append(json.loads(json.dumps(LIST_IN_2026)))
     return tools
 
 

@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable
 
-from .errors import RequestCancelled
+from .errors import INTERNAL_ERROR, RequestCancelled
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class OutgoingRequests:
         elif isinstance(error, dict) and isinstance(error.get("code"), int) and not isinstance(error.get("code"), bool):
             future.set_exception(PeerError(error["code"], str(error.get("message", "")), error.get("data")))
         else:
-            future.set_exception(PeerError(-32603, "The client sent a malformed error response"))
+            future.set_exception(PeerError(INTERNAL_ERROR, "The client sent a malformed error response"))
         return True
 
     def request(self, method: str, params: Any, timeout_s: float, cancel: threading.Event | None = None,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 from . import policy
-from .errors import INVALID_REQUEST, RequestCancelled
+from .errors import INVALID_REQUEST, METHOD_NOT_FOUND, RequestCancelled
 from .outgoing import PeerError, PeerTimeout
 
 logger = logging.getLogger(__name__)
@@ -204,7 +204,7 @@ class CallRelay:
     def _ask(self, method: str, params: dict | None) -> dict:
         entry = CLIENT_REQUESTS.get(method)
         if entry is None:
-            raise _refused("unknown_method", -32601, f"Method {method!r} not found")
+            raise _refused("unknown_method", METHOD_NOT_FOUND, f"Method {method!r} not found")
         kind, capability, unsupported = entry
         if not self.link.has_server_requests:
             raise _refused("unsupported_version", INVALID_REQUEST,

@@ -158,7 +158,7 @@ _routers: "weakref.WeakKeyDictionary[Any, RelayRouter]" = weakref.WeakKeyDiction
 
 
 def router_of(session: Any) -> RelayRouter:
-    """The router of a session opened by `session_arguments`."""
+    """The router of a session opened by `open_session` (an empty one for any other session)."""
     return _routers.setdefault(session, RelayRouter())
 
 
@@ -166,6 +166,7 @@ def session_arguments(relay: Any, router: RelayRouter) -> dict[str, Any]:
     """ClientSession keyword arguments for a session declaring `relay`'s capabilities,
     whose callbacks go through `router`."""
     import mcp_types
+    from pydantic import ValidationError
 
     capabilities = relay.capabilities() if relay is not None else {}
     kwargs: dict[str, Any] = {"logging_callback": lambda params: _log(router, params)}
@@ -173,7 +174,7 @@ def session_arguments(relay: Any, router: RelayRouter) -> dict[str, Any]:
         kwargs["log_level"] = relay.link.log_level  # 2026-07-28 servers log only to requests that opt in
     if "sampling" in capabilities:
         kwargs["sampling_callback"] = lambda context, params: _ask(router, "sampling/createMessage", params, _sampling_result)
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(ValidationError):  # an odd sub-capability: declare plain sampling
             kwargs["sampling_capabilities"] = mcp_types.SamplingCapability.model_validate(capabilities["sampling"])
     if "elicitation" in capabilities:
         kwargs["elicitation_callback"] = lambda context, params: _ask(router, "elicitation/create", params, _elicit_result)
@@ -244,7 +245,7 @@ async def handshake(session: Any, spec: ServerSpec) -> None:
     with _eras_lock:
         known = _eras.get(spec.name)
     verdict = known[1] if known is not None and known[0] == spec else None
-    if verdict == _LEGACY:
+    if verdict is _LEGACY:
         await session.initialize()
         return
     if verdict is not None:

@@ -73,6 +73,10 @@ class ToolCatalog:
             return None
         return next((t for t in entry.tools if t.get("name") == tool), None)
 
+    def is_cached(self, spec: ServerSpec, caps: tuple[str, ...] = ()) -> bool:
+        """True when a fresh list of the server is at hand (a search lists the others first)."""
+        return self._fresh(spec, caps) is not None
+
     def store(self, spec: ServerSpec, tools: list[dict], caps: tuple[str, ...] = ()) -> None:
         """Replace the server's cached list with one fetched elsewhere."""
         ttl_ms = getattr(tools, "ttl_ms", None)  # a downstream list may carry the server's ttlMs

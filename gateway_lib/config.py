@@ -158,6 +158,7 @@ def _build_server(
         max_concurrency=entry.get("max_concurrency"),
         session=entry.get("session", model.PER_CALL),
         idle_timeout_ms=entry.get("idle_timeout_ms", model.DEFAULT_IDLE_TIMEOUT_MS),
+        max_result_tokens=entry.get("max_result_tokens"),
         unusable=unusable_message(name, substitute.missing),
         written_command=command,
         written_url=url,
@@ -190,6 +191,7 @@ def load_rules(path: str) -> RulesConfig:
         path=str(path),
         agents=MappingProxyType(agents),
         deny_on_missing_agent=defaults.get("deny_on_missing_agent", False),
+        on_tool_change=defaults.get("on_tool_change", "block"),
     )
 
 

@@ -18,7 +18,8 @@
     │   ├── DownstreamError         DOWNSTREAM_ERROR
     │   ├── InvalidAgentId          INVALID_AGENT_ID
     │   ├── FallbackAgentNotInRules FALLBACK_AGENT_NOT_IN_RULES
-    │   └── NoFallbackConfigured    NO_FALLBACK_CONFIGURED
+    │   ├── NoFallbackConfigured    NO_FALLBACK_CONFIGURED
+    │   └── ToolChanged             TOOL_CHANGED (a definition that differs from its pin)
     └── ConfigError               a config file that cannot be used (carries every problem)
 
 Tool errors are results, not protocol errors, so that the model can read them and adjust.
@@ -99,6 +100,7 @@ DOWNSTREAM_ERROR = "DOWNSTREAM_ERROR"
 INVALID_AGENT_ID = "INVALID_AGENT_ID"
 FALLBACK_AGENT_NOT_IN_RULES = "FALLBACK_AGENT_NOT_IN_RULES"
 NO_FALLBACK_CONFIGURED = "NO_FALLBACK_CONFIGURED"
+TOOL_CHANGED = "TOOL_CHANGED"
 
 
 class GatewayError(Exception):
@@ -157,6 +159,10 @@ class FallbackAgentNotInRules(GatewayError):
 
 class NoFallbackConfigured(GatewayError):
     code = NO_FALLBACK_CONFIGURED
+
+
+class ToolChanged(GatewayError):
+    code = TOOL_CHANGED
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class ServerSpec:
     max_concurrency: int | None = None
     session: str = PER_CALL
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    max_result_tokens: int | None = None  # this server's result budget (budget.py)
     unusable: str | None = None
     written_command: str | None = None  # as in .mcp.json, before ${VAR} substitution
     written_url: str | None = None
@@ -101,6 +102,7 @@ class RulesConfig:
     path: str
     agents: Mapping[str, AgentRules]
     deny_on_missing_agent: bool = False
+    on_tool_change: str = "block"  # what a tool that differs from its pin gets (pins.py)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import policy
+from . import budget, pins, policy, search
 from .errors import (
     DeniedByPolicy,
     DownstreamError,
@@ -35,26 +35,29 @@ DEFAULT_TIMEOUT_MS = 60_000
 
 _AGENT = {"type": "string", "description": "Your agent id, if assigned."}
 _SERVER = {"type": "string", "description": "Server name."}
+_SEARCHED = {"type": "string", "description": "Omit to search all servers."}
 
 DEFINITIONS: dict[str, dict[str, Any]] = {
     "list_servers": {
         "description": "List MCP servers you may use and what each is for. Start here.",
         "properties": {
             "agent_id": _AGENT,
-            "include_metadata": {"type": "boolean", "description": "Add transport and command/url."},
+            "include_metadata": {"type": "boolean", "description": "Add transport, command/url."},
         },
         "required": [],
     },
     "get_server_tools": {
-        "description": "Get definitions of tools you may call on a server. Filter to save context.",
+        "description": "Get definitions of tools you may call. Filter to save context.",
         "properties": {
             "agent_id": _AGENT,
-            "server": _SERVER,
-            "names": {"type": "string", "description": "Comma-separated tool names."},
+            "server": _SEARCHED,
+            "names": {"type": "string", "description": "Comma-separated names."},
             "pattern": {"type": "string", "description": "Name pattern: *, prefix* or *suffix."},
+            "query": {"type": "string", "description": "Search words."},
+            "limit": {"type": "integer", "minimum": 1},
             "max_schema_tokens": {"type": "integer", "minimum": 1, "description": "Token budget for definitions."},
         },
-        "required": ["server"],
+        "required": [],
     },
     "execute_tool": {
         "description": "Call a tool on a server; returns that tool's own result.",
@@ -62,8 +65,9 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
             "agent_id": _AGENT,
             "server": _SERVER,
             "tool": {"type": "string", "description": "Tool name."},
-            "args": {"type": "object", "description": "Arguments per the tool's inputSchema."},
+            "args": {"type": "object", "description": "Per the tool's inputSchema."},
             "timeout_ms": {"type": "integer", "minimum": 1, "description": "Time limit."},
+            "max_result_tokens": {"type": "integer", "minimum": 1},
         },
         "required": ["server", "tool", "args"],
     },
@@ -109,6 +113,7 @@ class CallRecord:
     outcome: str = "ok"
     error_code: str | None = None
     started: float = field(default_factory=time.perf_counter)
+    extra: dict[str, Any] = field(default_factory=dict)  # feature fields, e.g. result sizes
 
     def audit_fields(self) -> dict[str, Any]:
         args = self.arguments.get("args")
@@ -124,6 +129,7 @@ class CallRecord:
             "outcome": self.outcome,
             "error_code": self.error_code,
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
+            **self.extra,
         }
 
 
@@ -139,11 +145,13 @@ class ToolSettings:
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
     max_result_bytes: int | None = None  # a larger downstream result is refused, not passed on
     max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS  # GATEWAY_MAX_TIMEOUT_MS: no call runs longer
+    max_result_tokens: int = budget.DEFAULT_MAX_RESULT_TOKENS  # GATEWAY_MAX_RESULT_TOKENS
 
 
 class GatewayTools:
     def __init__(self, store, downstream, catalog, slots, audit, metrics, settings: ToolSettings,
-                 status_extra: Callable[[], dict[str, Any]] = dict):
+                 status_extra: Callable[[], dict[str, Any]] = dict, pin_store: Any = None):
+        self._pins = pin_store  # pins.PinStore, or None: no pinning
         self._store = store
         self._downstream = downstream
         self._catalog = catalog
@@ -230,20 +238,15 @@ class GatewayTools:
 
     def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel,
                           client: ClientLink | None = None) -> dict:
-        server = arguments["server"]
-        spec = self._allowed_server(snapshot, record, server)
         pattern = arguments.get("pattern")
         if pattern is not None and not policy.is_valid_pattern(pattern):
             raise InvalidParams(f"pattern {pattern!r} is not allowed: use '*', 'prefix*', '*suffix' or an exact name")
-        wanted = _split_names(arguments.get("names"))
-        timeout_s = self._timeout_s(spec, None)
-        # A listing is held to its timeout: the progress-extended cap is execute_tool's.
-        relay = self._relay(snapshot, record, spec, timeout_s, client, cap_s=timeout_s)
-        try:
-            tools = self._catalog.tools(spec, relay.clock.timeout_s, cancel, agent=record.agent, relay=relay)
-        finally:
-            relay.end()
-        permitted = [t for t in tools if policy.decide_tool(snapshot.rules, record.agent, server, t["name"]).allowed]
+        if search.is_search(arguments):
+            return self._search_tools(snapshot, record, arguments, cancel, client)
+        server = arguments["server"]
+        spec = self._allowed_server(snapshot, record, server)
+        wanted = search.split_names(arguments.get("names"))
+        permitted = self._visible_tools(snapshot, record, spec, self._timeout_s(spec, None), cancel, client)
         chosen = [
             t for t in permitted
             if (wanted is None or t["name"] in wanted) and (pattern is None or policy.matches(pattern, t["name"]))
@@ -264,6 +267,42 @@ class GatewayTools:
             "tokens_used": used,
         })
 
+    def _visible_tools(self, snapshot: Snapshot, record: CallRecord, spec: ServerSpec, timeout_s: float,
+                       cancel, client: ClientLink | None = None) -> list[dict]:
+        """The server's tools this agent may see: allowed by its rules.
+
+        Listed with the client's capabilities declared (a server may list more to capable
+        clients), held to the timeout: the progress-extended cap is execute_tool's.
+        """
+        relay = self._relay(snapshot, record, spec, timeout_s, client, cap_s=timeout_s)
+        try:
+            tools = self._catalog.tools(spec, timeout_s, cancel, agent=record.agent, relay=relay)
+        finally:
+            relay.end()
+        blocked = self._pins.review(spec.name, tools, snapshot.rules.on_tool_change).blocked if self._pins else ()
+        return [t for t in tools if t["name"] not in blocked
+                and policy.decide_tool(snapshot.rules, record.agent, spec.name, t["name"]).allowed]
+
+    def _search_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel,
+                      client: ClientLink | None = None) -> dict:
+        server = arguments.get("server")
+        if server not in (None, "*"):
+            specs = [self._allowed_server(snapshot, record, server)]
+        else:
+            record.decision = "allow"
+            specs = [spec for name, spec in sorted(snapshot.servers.servers.items())
+                     if policy.decide_server(snapshot.rules, record.agent, name).allowed]
+        deadline = time.monotonic() + self._settings.default_timeout_ms / 1000
+        lists, unavailable = search.gather(
+            specs, lambda spec, timeout_s: self._visible_tools(snapshot, record, spec, timeout_s, cancel, client),
+            lambda spec: self._catalog.is_cached(spec, self._relay(snapshot, record, spec, 1, client).capability_key()),
+            deadline,
+        )
+        answer = search.select(arguments, lists, estimate_tokens)
+        if unavailable:
+            answer["unavailable"] = unavailable
+        return object_result(answer)
+
     # --- execute_tool ----------------------------------------------------------------
 
     def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel,
@@ -283,8 +322,10 @@ class GatewayTools:
         deadline = time.monotonic() + timeout_s
         caps = relay.capability_key()
         definition = self._catalog.known(spec, tool, caps)
+        pin_warnings: list[str] = []
         if definition is not None:
             # A cache hit: bad arguments are refused here, before any session is opened.
+            pin_warnings.append(self._pin_warning(snapshot, spec, definition))
             self._check_downstream_arguments(spec, definition, args, caps)
 
         def check_listed(tools: list[dict]) -> None:
@@ -293,6 +334,7 @@ class GatewayTools:
             listed = next((t for t in tools if t.get("name") == tool), None)
             if listed is None:
                 raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
+            pin_warnings.append(self._pin_warning(snapshot, spec, listed, tools))
             self._check_downstream_arguments(spec, listed, args, caps)
 
         # The answer comes as soon as the result does, but the slot is given back only once
@@ -312,9 +354,34 @@ class GatewayTools:
         finally:
             relay.end()  # requests the downstream still waits on are withdrawn from the client
         self._check_result_size(server, tool, result)
+        result = self._fit_result(spec, arguments.get("max_result_tokens"), record, result)
+        result = self._with_pin_warning(record, result, [w for w in pin_warnings if w])
         if result.get("isError"):
             record.outcome = "tool_error"
         return result
+
+    def _pin_warning(self, snapshot: Snapshot, spec: ServerSpec, definition: dict,
+                     listed: list[dict] | None = None) -> str | None:
+        """Raises ToolChanged for a changed tool in block mode; its warning in warn mode."""
+        if self._pins is None:
+            return None
+        if listed is not None:  # a fresh list: pins a first-seen server, reports its changes
+            self._pins.review(spec.name, listed, snapshot.rules.on_tool_change)
+        return self._pins.review_one(spec.name, definition, snapshot.rules.on_tool_change)
+
+    @staticmethod
+    def _with_pin_warning(record: CallRecord, result: dict, warnings: list[str]) -> dict:
+        if not warnings:
+            return result
+        record.extra["tool_changed"] = warnings[-1]
+        return {**result, "_meta": {**(result.get("_meta") or {}), pins.META_KEY: warnings[-1]}}
+
+    def _fit_result(self, spec: ServerSpec, requested: int | None, record: CallRecord, result: dict) -> dict:
+        cap = self._settings.max_result_bytes // budget.CHARS_PER_TOKEN if self._settings.max_result_bytes else None
+        tokens = budget.resolve_tokens(requested, spec.max_result_tokens, self._settings.max_result_tokens, cap)
+        fitted = budget.fit(result, tokens, cap)
+        record.extra.update(result_chars=fitted.result_chars, returned_chars=fitted.returned_chars)
+        return fitted.result
 
     def _check_result_size(self, server: str, tool: str, result: dict) -> None:
         limit = self._settings.max_result_bytes
@@ -398,12 +465,6 @@ class GatewayTools:
 
     def _timeout_s(self, spec: ServerSpec, requested_ms: int | None) -> float:
         return (requested_ms or spec.timeout_ms or self._settings.default_timeout_ms) / 1000
-
-
-def _split_names(names: str | None) -> set[str] | None:
-    if names is None:
-        return None
-    return {n.strip() for n in names.split(",") if n.strip()}
 
 
 def _compile(schema: dict[str, Any]) -> Any:

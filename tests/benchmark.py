@@ -445,6 +445,17 @@ def kept_alive(bench: Bench) -> list[Row]:
     ]
 
 
+def context_saving(bench: Bench) -> list[Row]:
+    """Issue 15's row: context paid for tool definitions, six real servers up front vs the gateway."""
+    from benchmark_context import Skipped, measure_context, rows
+
+    try:
+        found = measure_context(bench.dir)
+    except Skipped as exc:
+        return [Row("10. context for tools, 6 real servers", f"skipped: {exc}")]
+    return [Row(what, value, against, ratio) for what, value, against, ratio in rows(found)]
+
+
 MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [
     spawn_to_initialize,
     execute_python,
@@ -457,6 +468,7 @@ MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [
     memory,
     tools_list_size,
     kept_alive,
+    context_saving,
 ]
 
 

@@ -207,7 +207,9 @@ def test_an_unknown_tool_refreshes_the_list_once_and_is_tool_not_found_without_a
 
 def test_a_tool_added_after_the_list_was_cached_is_found_by_the_refresh(config_dir, tag, log):
     tools_file = config_dir.path("extra-tools.txt")
-    config_dir.write({"tools": harness.fault_server(tag, "--tools-file", str(tools_file), log=log)}, RULES)
+    # A tool added to a pinned server is blocked by default (test_pins.py); here it is served.
+    config_dir.write({"tools": harness.fault_server(tag, "--tools-file", str(tools_file), log=log)},
+                     {**RULES, "defaults": {"on_tool_change": "warn"}})
     with config_dir.gateway() as gw:
         before = gw.call_json("get_server_tools", {"server": "tools"})
         assert "fresh" not in [t["name"] for t in before["tools"]]

@@ -462,3 +462,31 @@ def test_on_closed_fires_at_once_when_no_session_could_start(downstream):
     with pytest.raises(ServerUnavailable):
         downstream.call_tool(spec, "echo", {}, 5, on_closed=lambda: closed.append(1))
     assert closed == [1]
+
+
+# --- what is translated, and how often ---------------------------------------------------------
+
+
+def test_a_bug_in_the_gateway_during_a_session_goes_up_as_itself_not_as_the_servers_fault(downstream, tag, tmp_path):
+    # A RuntimeError used to read "the server returned an invalid result" (DOWNSTREAM_ERROR),
+    # anything else "failed unexpectedly" (SERVER_UNAVAILABLE): both blamed the server.
+    def buggy_check(tools: list[dict]) -> None:
+        raise RuntimeError("a bug in the gateway's check")
+
+    with pytest.raises(RuntimeError, match="a bug in the gateway's check") as caught:
+        downstream.list_and_call_tool(logged_fault_server(tag, tmp_path / "log"), "echo", {"text": "x"}, 10,
+                                      check=buggy_check)
+    assert caught.value.__traceback__ is not None  # the endpoint logs it with this traceback
+    assert_no_process_left(tag)
+
+
+def test_a_failure_is_translated_once(downstream, tag, monkeypatch):
+    from gateway_lib.downstream import per_call
+
+    calls: list[BaseException] = []
+    translate = per_call.translate
+    monkeypatch.setattr(per_call, "translate", lambda attempt, exc: calls.append(exc) or translate(attempt, exc))
+
+    with pytest.raises(ServerUnavailable, match="closed the connection during tools/call"):
+        downstream.call_tool(stdio(tag), "crash", {}, 10)
+    assert len(calls) == 1

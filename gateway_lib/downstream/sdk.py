@@ -29,7 +29,7 @@ import functools
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
 from ..errors import DownstreamError, ServerUnavailable
 from ..model import HTTP, SSE, STDIO, ServerSpec
@@ -67,21 +67,59 @@ def import_client() -> None:
 
 
 async def open_session(
-    spec: ServerSpec, errlog: TextIO, stack: contextlib.AsyncExitStack, relay: Any = None, shared: bool = False
+    spec: ServerSpec,
+    errlog: TextIO,
+    stack: contextlib.AsyncExitStack,
+    on_unreadable: Callable[[str], None],
+    before_close: Callable[[], None],
+    relay: Any = None,
+    shared: bool = False,
 ) -> Any:
     """Enter the transport of `spec` and a ClientSession on it, on `stack` (not yet initialized).
 
     The session declares the client capabilities `relay` can relay and sends what the
     server asks of the client to the call in flight: `relay` itself, or (`shared`, a
     kept-alive session) whichever call is newest when the server asks.
+
+    `before_close()` runs as the stack unwinds, just before the transport closes (so while
+    a stdio server still runs, unless it died on its own), however the session ends.
+
+    `on_unreadable(reason)` is called (in the loop) when the server sends an answer the
+    SDK cannot parse (nested too deep, a lone surrogate): the SDK drops such a line, so
+    the request it answered would otherwise wait until its deadline.
     """
     from mcp import ClientSession
 
+    async def on_message(message: Any) -> None:
+        if isinstance(message, Exception) and (reason := _unreadable_answer(message)) is not None:
+            on_unreadable(reason)
+
     router = RelayRouter() if shared else RelayRouter(relay)
     read, write = await _open_transport(spec, errlog, stack)
-    session = await stack.enter_async_context(ClientSession(read, write, **session_arguments(relay, router)))
+    stack.callback(before_close)
+    session = ClientSession(read, write, message_handler=on_message, **session_arguments(relay, router))
+    session = await stack.enter_async_context(session)
     _routers[session] = router
     return session
+
+
+def _unreadable_answer(exc: Exception) -> str | None:
+    """Why a line the SDK could not parse was an answer to a request; None for other garbage.
+
+    Banners and log lines on stdout are skipped, as the SDK skips them; a line shaped like a
+    JSON-RPC response (an object with an id and a result or an error) answered something.
+    """
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError) or not exc.errors():
+        return None
+    first = exc.errors(include_url=False)[0]
+    line = first.get("input")
+    if not isinstance(line, str) or not line.lstrip().startswith("{") or '"id"' not in line:
+        return None
+    if '"result"' not in line and '"error"' not in line:
+        return None
+    return str(first.get("msg") or "it is not valid JSON")
 
 
 async def _open_transport(spec: ServerSpec, errlog: TextIO, stack: contextlib.AsyncExitStack) -> Any:
@@ -90,7 +128,10 @@ async def _open_transport(spec: ServerSpec, errlog: TextIO, stack: contextlib.As
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
         # The SDK gives the child only its minimal environment plus spec.env.
-        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=dict(spec.env), cwd=spec.cwd)
+        # A line that is not UTF-8 decodes to U+FFFD and is skipped as any non-JSON line is;
+        # "strict" would end the SDK's reader and leave the call waiting for its deadline.
+        params = StdioServerParameters(command=spec.command, args=list(spec.args), env=dict(spec.env), cwd=spec.cwd,
+                                       encoding_error_handler="replace")
         return await stack.enter_async_context(stdio_client(params, errlog=errlog))
     if spec.transport == HTTP:
         import httpx2
@@ -371,15 +412,15 @@ def _wire(model: Any) -> dict:
     return model.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-def classify(exc: BaseException) -> Failure | None:
+def classify(exc: BaseException, transport: str) -> Failure | None:
     """What kind of SDK or transport failure `exc` is; None if it is none of them."""
     import httpx2
     from mcp.shared.exceptions import MCPError
-    from mcp_types import CONNECTION_CLOSED
     from pydantic import ValidationError
 
-    if isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED:
-        return Failure(CLOSED)
+    if isinstance(exc, MCPError) and _closed(exc, transport):
+        detail = "" if exc.message == _SDK_CLOSED_MESSAGE else exc.message
+        return Failure(CLOSED, detail)
     if isinstance(exc, MCPError):
         return Failure(RPC_ERROR, exc.message, exc.code)
     if isinstance(exc, httpx2.HTTPStatusError):
@@ -391,8 +432,26 @@ def classify(exc: BaseException) -> Failure | None:
     return None
 
 
-def is_connection_closed(exc: BaseException) -> bool:
-    from mcp.shared.exceptions import MCPError
+_SDK_CLOSED_MESSAGE = "Connection closed"  # what the SDK's dispatcher says when the transport ended
+
+
+def _closed(exc: Any, transport: str) -> bool:
+    """Whether an MCPError says the connection closed, rather than relaying a server's error.
+
+    The SDK reports a closed transport as code -32000 (CONNECTION_CLOSED), a code servers
+    use for their own errors too. Over stdio the SDK never makes up an answer, so only its
+    dispatcher's own "Connection closed" is a closed connection. Over HTTP its client
+    answers a broken stream itself with -32000 and its own words, which cannot be told
+    from a server's: every -32000 there counts as closed (the message is kept).
+    """
     from mcp_types import CONNECTION_CLOSED
 
-    return isinstance(exc, MCPError) and exc.code == CONNECTION_CLOSED
+    if exc.code != CONNECTION_CLOSED:
+        return False
+    return transport != STDIO or exc.message == _SDK_CLOSED_MESSAGE
+
+
+def is_connection_closed(exc: BaseException, transport: str) -> bool:
+    from mcp.shared.exceptions import MCPError
+
+    return isinstance(exc, MCPError) and _closed(exc, transport)

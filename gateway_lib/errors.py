@@ -38,6 +38,21 @@ INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 UNSUPPORTED_PROTOCOL_VERSION = -32022
 
+# How the audit log and metrics name a call that ended as a JSON-RPC error.
+INVALID_PARAMS_NAME = "INVALID_PARAMS"
+INTERNAL_ERROR_NAME = "INTERNAL_ERROR"
+
+# A message longer than this is cut, with a marker: a downstream server's error text (or a
+# value quoted back) can be megabytes, and every answer must fit the message limit.
+MAX_MESSAGE_CHARS = 4096
+
+
+def cut(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text`, or its first `limit` characters and a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [cut: {len(text) - limit} more characters]"
+
 
 class RpcError(Exception):
     """A failure answered with a JSON-RPC error object."""
@@ -51,7 +66,7 @@ class RpcError(Exception):
         super().__init__(self.message)
 
     def to_dict(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"code": self.code, "message": cut(self.message)}
         if self.data is not None:
             error["data"] = self.data
         return error
@@ -114,7 +129,7 @@ class GatewayError(Exception):
         super().__init__(message)
 
     def to_payload(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.context}}
+        return {"error": {"code": self.code, "message": cut(self.message), **self.context}}
 
     def to_result(self) -> dict[str, Any]:
         payload = self.to_payload()

@@ -49,6 +49,7 @@ class ServerSpec:
     max_concurrency: int | None = None
     session: str = PER_CALL
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    spare: bool = True  # a per-call stdio server may have a warm spare session (see downstream.spares)
     max_result_tokens: int | None = None  # this server's result budget (budget.py)
     unusable: str | None = None
     written_command: str | None = None  # as in .mcp.json, before ${VAR} substitution
@@ -75,10 +76,12 @@ class ServerSpec:
 
 @dataclass(frozen=True)
 class ServersConfig:
-    """The parsed `.mcp.json`."""
+    """The parsed `.mcp.json`, and what is worth a warning in it (entries skipped or
+    unusable, unknown keys)."""
 
     path: str
     servers: Mapping[str, ServerSpec]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,4 +114,9 @@ class Snapshot:
 
     servers: ServersConfig
     rules: RulesConfig
-    warnings: tuple[str, ...] = ()
+    rule_warnings: tuple[str, ...] = ()  # rules naming servers that .mcp.json does not define
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every warning in force, of both files: the one list that status and the log show."""
+        return self.servers.warnings + self.rule_warnings

@@ -7,31 +7,70 @@ measured, whatever its outcome.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from . import budget, pins, policy, search
+from .answers import ENVELOPE_BYTES, estimate_tokens, fit_listing, object_result, within_budget
+from .argument_check import ArgumentChecker
+from .call_record import (
+    OUTCOME_CANCELLED,
+    OUTCOME_ERROR,
+    OUTCOME_INTERNAL_ERROR,
+    OUTCOME_INVALID_PARAMS,
+    OUTCOME_OK,
+    OUTCOME_TOOL_ERROR,
+    CallRecord,
+)
 from .errors import (
+    INTERNAL_ERROR_NAME,
+    INVALID_PARAMS_NAME,
     DeniedByPolicy,
     DownstreamError,
     GatewayError,
+    InternalError,
     InvalidArguments,
     InvalidParams,
     RequestCancelled,
     ServerUnavailable,
     ToolNotFound,
+    cut,
 )
+from .framing import encode
+from .jsonfile import quote
 from .model import ServerSpec, Snapshot
 from .relay import DEFAULT_MAX_TIMEOUT_MS, CallClock, CallRelay, ClientLink
+from .sendable import has_lone_surrogate, unsendable
+
+if TYPE_CHECKING:
+    from .catalog import ToolCatalog
+    from .metrics import Metrics
+    from .slots import ServerSlots
+    from .store import ConfigStore
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_MS = 60_000
+MAX_TIMEOUT_MS = 86_400_000  # one day: a larger timeout_ms is a mistake, not a plan
+class DownstreamCalls(Protocol):
+    """What the tools need of downstream.Downstream."""
+
+    def call_tool(self, spec: ServerSpec, tool: str, arguments: dict, timeout_s: float,
+                  cancel: threading.Event | None = None, *, agent: str | None = None,
+                  on_closed: Callable[[], None] | None = None) -> dict: ...
+
+    def list_and_call_tool(self, spec: ServerSpec, tool: str, arguments: dict, timeout_s: float,
+                           cancel: threading.Event | None = None, *, check: Callable[[list[dict]], None],
+                           agent: str | None = None, on_closed: Callable[[], None] | None = None) -> dict: ...
+
+    def status(self) -> dict: ...
+
+
+class AuditSink(Protocol):
+    def record(self, event: str, **fields: Any) -> None: ...
 
 _AGENT = {"type": "string", "description": "Your agent id, if assigned."}
 _SERVER = {"type": "string", "description": "Server name."}
@@ -80,61 +119,15 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
 DEBUG_ONLY = frozenset({"get_gateway_status"})
 
 
-def _input_schema(definition: dict[str, Any]) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": definition["properties"]}
+def _input_schema(definition: dict[str, Any], advertise_agent_id: bool = True) -> dict[str, Any]:
+    properties = definition["properties"]
+    if not advertise_agent_id:
+        properties = {key: value for key, value in properties.items() if key != "agent_id"}
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
     if definition["required"]:
         schema["required"] = definition["required"]
     schema["additionalProperties"] = False
     return schema
-
-
-def object_result(value: dict[str, Any]) -> dict[str, Any]:
-    """A tool result carrying `value` both as structuredContent and as one JSON text block."""
-    return {
-        "content": [{"type": "text", "text": json.dumps(value, ensure_ascii=False)}],
-        "structuredContent": value,
-        "isError": False,
-    }
-
-
-def estimate_tokens(value: Any) -> int:
-    return math.ceil(len(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) / 4)
-
-
-@dataclass
-class CallRecord:
-    """What the audit line and the metrics say about one call; filled in as the call goes."""
-
-    tool: str
-    arguments: dict[str, Any]
-    agent: str | None = None
-    decision: str | None = None
-    rule: str | None = None
-    outcome: str = "ok"
-    error_code: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-    extra: dict[str, Any] = field(default_factory=dict)  # feature fields, e.g. result sizes
-
-    def audit_fields(self) -> dict[str, Any]:
-        args = self.arguments.get("args")
-        return {
-            # Unresolved (refused): the id as the call gave it, so a refusal shows who tried.
-            "agent": self.agent if self.agent is not None else _str_or_none(self.arguments.get("agent_id")),
-            "tool": self.tool,
-            "server": _str_or_none(self.arguments.get("server")),
-            "downstream_tool": _str_or_none(self.arguments.get("tool")),
-            "arg_names": sorted(args) if isinstance(args, dict) else None,
-            "decision": self.decision,
-            "rule": self.rule,
-            "outcome": self.outcome,
-            "error_code": self.error_code,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
-            **self.extra,
-        }
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -143,15 +136,16 @@ class ToolSettings:
     default_agent: str | None = None  # GATEWAY_DEFAULT_AGENT
     pinned_agent: str | None = None  # --agent / GATEWAY_AGENT
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
-    max_result_bytes: int | None = None  # a larger downstream result is refused, not passed on
-    max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS  # GATEWAY_MAX_TIMEOUT_MS: no call runs longer
+    max_result_bytes: int | None = None  # no answer may be larger; a larger downstream result is refused
     max_result_tokens: int = budget.DEFAULT_MAX_RESULT_TOKENS  # GATEWAY_MAX_RESULT_TOKENS
+    max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS  # GATEWAY_MAX_TIMEOUT_MS: no call runs longer
 
 
 class GatewayTools:
-    def __init__(self, store, downstream, catalog, slots, audit, metrics, settings: ToolSettings,
-                 status_extra: Callable[[], dict[str, Any]] = dict, pin_store: Any = None):
-        self._pins = pin_store  # pins.PinStore, or None: no pinning
+    def __init__(self, store: ConfigStore, downstream: DownstreamCalls, catalog: ToolCatalog, slots: ServerSlots,
+                 audit: AuditSink, metrics: Metrics, settings: ToolSettings,
+                 status_extra: Callable[[], dict[str, Any]] = dict, pin_store: pins.PinStore | None = None):
+        self._pins = pin_store  # None: no pinning
         self._store = store
         self._downstream = downstream
         self._catalog = catalog
@@ -167,11 +161,15 @@ class GatewayTools:
         }
         if settings.debug:
             self._handlers["get_gateway_status"] = self._get_gateway_status
+        # A pinned gateway does not advertise agent_id (there is nothing to choose), but
+        # still accepts it, so that a call naming another agent is refused by name.
+        advertise_agent_id = settings.pinned_agent is None
         self._definitions = [
-            {"name": name, "description": DEFINITIONS[name]["description"], "inputSchema": _input_schema(DEFINITIONS[name])}
+            {"name": name, "description": DEFINITIONS[name]["description"],
+             "inputSchema": _input_schema(DEFINITIONS[name], advertise_agent_id)}
             for name in self._handlers
         ]
-        self._validators = {d["name"]: _compile(d["inputSchema"]) for d in self._definitions}
+        self._checkers = {name: ArgumentChecker(_input_schema(DEFINITIONS[name])) for name in self._handlers}
 
     def definitions(self) -> list[dict[str, Any]]:
         return self._definitions
@@ -180,7 +178,7 @@ class GatewayTools:
              client: ClientLink | None = None) -> dict[str, Any]:
         handler = self._handlers.get(name)
         if handler is None:
-            raise InvalidParams(f"Unknown tool {name!r}")
+            raise InvalidParams(f"Unknown tool {quote(name)}")
         record = CallRecord(name, arguments)
         snapshot = self._store.current()
         try:
@@ -190,21 +188,21 @@ class GatewayTools:
                 default_agent=self._settings.default_agent, pinned=self._settings.pinned_agent,
             )
             if name in ("execute_tool", "get_server_tools"):
-                return handler(snapshot, record, arguments, cancel, client)
-            return handler(snapshot, record, arguments, cancel)
+                return self._within_limit(name, handler(snapshot, record, arguments, cancel, client))
+            return self._within_limit(name, handler(snapshot, record, arguments, cancel))
         except InvalidParams:
-            record.outcome, record.error_code = "invalid_params", "INVALID_PARAMS"
+            record.outcome, record.error_code = OUTCOME_INVALID_PARAMS, INVALID_PARAMS_NAME
             raise
         except GatewayError as exc:
-            record.outcome, record.error_code = "error", exc.code
+            record.outcome, record.error_code = OUTCOME_ERROR, exc.code
             if record.agent is None:  # the identity itself was refused
                 record.decision = "deny"
             return exc.to_result()
         except RequestCancelled:
-            record.outcome = "cancelled"
+            record.outcome = OUTCOME_CANCELLED
             raise
         except BaseException:
-            record.outcome, record.error_code = "internal_error", "INTERNAL_ERROR"
+            record.outcome, record.error_code = OUTCOME_INTERNAL_ERROR, INTERNAL_ERROR_NAME
             raise
         finally:
             self._finish(record)
@@ -212,17 +210,36 @@ class GatewayTools:
     def _finish(self, record: CallRecord) -> None:
         fields = record.audit_fields()
         self._audit.record("tool_call", **fields)
-        failed = record.outcome not in ("ok", "tool_error")
+        failed = record.outcome not in (OUTCOME_OK, OUTCOME_TOOL_ERROR)
         self._metrics.observe(record.agent or "(unresolved)", record.tool, fields["duration_ms"], failed)
 
     def _check_arguments(self, name: str, arguments: dict[str, Any]) -> None:
-        problems = sorted(_describe(e) for e in self._validators[name].iter_errors(arguments))
+        problems = self._checkers[name].problems(arguments)
         if problems:
             raise InvalidParams(f"Invalid arguments for {name}: " + "; ".join(problems))
+        # Checked here, not advertised in the schema: every character of tools/list costs every agent.
+        if arguments.get("timeout_ms", 0) > MAX_TIMEOUT_MS:
+            raise InvalidParams(f"Invalid arguments for {name}: $.timeout_ms: must be at most {MAX_TIMEOUT_MS} (one day)")
+
+    def _within_limit(self, name: str, result: dict) -> dict:
+        """`result`, if its answer fits the message limit; a downstream result that does not
+        is a DOWNSTREAM_ERROR, anything else an internal error (never a line too long)."""
+        limit = self._settings.max_result_bytes
+        if limit is None:
+            return result
+        size = len(encode(result))
+        if size + ENVELOPE_BYTES <= limit:
+            return result
+        if name == "execute_tool":
+            raise DownstreamError(
+                f"The tool returned {size} bytes, more than the gateway's limit of {limit} bytes; ask it for less",
+                size=size, limit=limit,
+            )
+        raise InternalError(f"The answer of {name} would be {size} bytes, more than the message limit of {limit} bytes")
 
     # --- list_servers ----------------------------------------------------------------
 
-    def _list_servers(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+    def _list_servers(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event) -> dict:
         servers = []
         for name, spec in sorted(snapshot.servers.servers.items()):
             if not policy.decide_server(snapshot.rules, record.agent, name).allowed:
@@ -236,36 +253,26 @@ class GatewayTools:
 
     # --- get_server_tools ------------------------------------------------------------
 
-    def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel,
+    def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event,
                           client: ClientLink | None = None) -> dict:
         pattern = arguments.get("pattern")
         if pattern is not None and not policy.is_valid_pattern(pattern):
-            raise InvalidParams(f"pattern {pattern!r} is not allowed: use '*', 'prefix*', '*suffix' or an exact name")
+            raise InvalidParams(policy.pattern_message(pattern))
+        server = arguments.get("server")
+        if isinstance(server, str):
+            _refuse_unsendable_name("server", server)
         if search.is_search(arguments):
             return self._search_tools(snapshot, record, arguments, cancel, client)
-        server = arguments["server"]
         spec = self._allowed_server(snapshot, record, server)
         wanted = search.split_names(arguments.get("names"))
         permitted = self._visible_tools(snapshot, record, spec, self._timeout_s(spec, None), cancel, client)
-        chosen = [
+        matched = [
             t for t in permitted
             if (wanted is None or t["name"] in wanted) and (pattern is None or policy.matches(pattern, t["name"]))
         ]
-        budget = arguments.get("max_schema_tokens")
-        returned, used = [], 0
-        for tool in chosen:
-            cost = estimate_tokens(tool)
-            if budget is not None and used + cost > budget:
-                break
-            returned.append(tool)
-            used += cost
-        return object_result({
-            "server": server,
-            "tools": returned,
-            "total_available": len(permitted),
-            "returned": len(returned),
-            "tokens_used": used,
-        })
+        listing = within_budget(matched, arguments.get("max_schema_tokens"))
+        listing = {"server": server, **listing, "total_available": len(permitted)}
+        return object_result(fit_listing(listing, self._settings.max_result_bytes))
 
     def _visible_tools(self, snapshot: Snapshot, record: CallRecord, spec: ServerSpec, timeout_s: float,
                        cancel, client: ClientLink | None = None) -> list[dict]:
@@ -274,9 +281,12 @@ class GatewayTools:
         Listed with the client's capabilities declared (a server may list more to capable
         clients), held to the timeout: the progress-extended cap is execute_tool's.
         """
+        deadline = time.monotonic() + timeout_s
         relay = self._relay(snapshot, record, spec, timeout_s, client, cap_s=timeout_s)
         try:
-            tools = self._catalog.tools(spec, timeout_s, cancel, agent=record.agent, relay=relay)
+            # A listing that has to open a session takes a server slot, as a call does.
+            tools = self._catalog.tools(spec, deadline, cancel, agent=record.agent,
+                                        hold=lambda: self._slots.acquire(spec, deadline, cancel), relay=relay)
         finally:
             relay.end()
         blocked = self._pins.review(spec.name, tools, snapshot.rules.on_tool_change).blocked if self._pins else ()
@@ -305,9 +315,16 @@ class GatewayTools:
 
     # --- execute_tool ----------------------------------------------------------------
 
-    def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel,
+    def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event,
                       client: ClientLink | None = None) -> dict:
         server, tool, args = arguments["server"], arguments["tool"], arguments["args"]
+        # Before the policy check and any session: no server could read them.
+        _refuse_unsendable_name("server", server)
+        _refuse_unsendable_name("tool", tool)
+        problem = unsendable(args)
+        if problem is not None:
+            raise InvalidArguments(f"Arguments for {quote(tool)} cannot be sent: {cut(problem, 300)}",
+                                   problems=[cut(problem, 300)])
         decision = policy.decide_tool(snapshot.rules, record.agent, server, tool)
         record.decision, record.rule = ("allow" if decision.allowed else "deny"), decision.rule
         if not decision.allowed:
@@ -316,7 +333,6 @@ class GatewayTools:
                 rule=decision.rule,
             )
         spec = self._defined_server(snapshot, server)
-        self._check_sendable(tool, args)  # before any session: no server could read them
         relay = self._relay(snapshot, record, spec, self._timeout_s(spec, arguments.get("timeout_ms")), client)
         timeout_s = relay.clock.timeout_s  # a timeout_ms above the cap is held to the cap
         deadline = time.monotonic() + timeout_s
@@ -326,16 +342,15 @@ class GatewayTools:
         if definition is not None:
             # A cache hit: bad arguments are refused here, before any session is opened.
             pin_warnings.append(self._pin_warning(snapshot, spec, definition))
-            self._check_downstream_arguments(spec, definition, args, caps)
+            self._check_downstream_arguments(spec, definition, args, deadline, cancel, caps)
 
         def check_listed(tools: list[dict]) -> None:
             # Runs inside the call's own session, between its tools/list and tools/call.
-            self._catalog.store(spec, tools, caps)
-            listed = next((t for t in tools if t.get("name") == tool), None)
+            listed = next((t for t in self._catalog.store(spec, tools, caps) if t.get("name") == tool), None)
             if listed is None:
                 raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
             pin_warnings.append(self._pin_warning(snapshot, spec, listed, tools))
-            self._check_downstream_arguments(spec, listed, args, caps)
+            self._check_downstream_arguments(spec, listed, args, deadline, cancel, caps)
 
         # The answer comes as soon as the result does, but the slot is given back only once
         # the session has closed: a server process still winding down counts against its
@@ -353,11 +368,11 @@ class GatewayTools:
                                                              agent=record.agent, on_closed=release, relay=relay)
         finally:
             relay.end()  # requests the downstream still waits on are withdrawn from the client
-        self._check_result_size(server, tool, result)
+        self._check_result_size(result)
         result = self._fit_result(spec, arguments.get("max_result_tokens"), record, result)
         result = self._with_pin_warning(record, result, [w for w in pin_warnings if w])
         if result.get("isError"):
-            record.outcome = "tool_error"
+            record.outcome = OUTCOME_TOOL_ERROR
         return result
 
     def _pin_warning(self, snapshot: Snapshot, spec: ServerSpec, definition: dict,
@@ -383,46 +398,38 @@ class GatewayTools:
         record.extra.update(result_chars=fitted.result_chars, returned_chars=fitted.returned_chars)
         return fitted.result
 
-    def _check_result_size(self, server: str, tool: str, result: dict) -> None:
+    def _check_result_size(self, result: dict) -> None:
+        """A downstream result over the message limit is refused before it is fitted to a token budget."""
         limit = self._settings.max_result_bytes
-        if limit is None:
-            return
-        size = len(json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
-        if size > limit:
+        size = len(encode(result))
+        if limit is not None and size + ENVELOPE_BYTES > limit:
             raise DownstreamError(
-                f"Tool {tool!r} on server {server!r} returned {size} bytes, more than the gateway's "
-                f"limit of {limit} bytes; ask it for less",
+                f"The tool returned {size} bytes, more than the gateway's limit of {limit} bytes; ask it for less",
                 size=size, limit=limit,
             )
 
-    @staticmethod
-    def _check_sendable(tool: str, args: dict) -> None:
-        try:
-            json.dumps(args, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            # Valid JSON on our side (a \ud800 escape), but no UTF-8 message can carry it.
-            problem = "(root): contains a lone surrogate (\\ud800-\\udfff), which cannot be sent as UTF-8"
-            raise InvalidArguments(f"Arguments for {tool!r} cannot be sent: {problem}", problems=[problem])
-
     def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict,
-                                    caps: tuple[str, ...] = ()) -> None:
-        validator = self._catalog.validator(spec, definition, caps)
-        if validator is None:
+                                    deadline: float, cancel: threading.Event, caps: tuple[str, ...] = ()) -> None:
+        checker = self._catalog.checker(spec, definition, caps)
+        if checker is None:
             return
+        name = definition["name"]
         try:
-            problems = sorted(_describe(e) for e in validator.iter_errors(args))
+            problems = checker.problems(args, deadline=deadline, cancel=cancel, what=f"tool {name!r}")
+        except (GatewayError, RequestCancelled):
+            raise
         except Exception:  # an unresolvable $ref and the like: let the server judge
-            logger.warning("Could not check arguments of %r on %r against its schema", definition["name"], spec.name)
+            logger.warning("Could not check arguments of %r on %r against its schema", name, spec.name)
             return
         if problems:
             raise InvalidArguments(
-                f"Arguments do not match the inputSchema of {definition['name']!r}: " + "; ".join(problems),
+                f"Arguments do not match the inputSchema of {name!r}: " + "; ".join(problems),
                 problems=problems,
             )
 
     # --- get_gateway_status ----------------------------------------------------------
 
-    def _get_gateway_status(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+    def _get_gateway_status(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event) -> dict:
         rules = snapshot.rules
         status = {
             "config_paths": {"mcp_config": snapshot.servers.path, "gateway_rules": rules.path},
@@ -443,6 +450,8 @@ class GatewayTools:
     # --- shared ----------------------------------------------------------------------
 
     def _allowed_server(self, snapshot: Snapshot, record: CallRecord, server: str) -> ServerSpec:
+        # The rules decide first, whether or not the server is defined: an agent learns
+        # nothing about servers it may not use.
         decision = policy.decide_server(snapshot.rules, record.agent, server)
         record.decision, record.rule = ("allow" if decision.allowed else "deny"), decision.rule
         if not decision.allowed:
@@ -467,12 +476,7 @@ class GatewayTools:
         return (requested_ms or spec.timeout_ms or self._settings.default_timeout_ms) / 1000
 
 
-def _compile(schema: dict[str, Any]) -> Any:
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(schema)
-
-
-def _describe(error: Any) -> str:
-    location = "/".join(str(p) for p in error.absolute_path)
-    return f"{location or '(root)'}: {error.message}"
+def _refuse_unsendable_name(key: str, value: str) -> None:
+    if has_lone_surrogate(value):
+        problem = f"$.{key}: contains a lone surrogate (\\ud800-\\udfff), which cannot be sent as UTF-8"
+        raise InvalidArguments(f"The {key} name cannot be sent: {problem}", problems=[problem])

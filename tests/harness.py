@@ -48,6 +48,7 @@ FAULT_SERVER = SERVERS_DIR / "fault_server.py"
 SDK_STDIO_SERVER = SERVERS_DIR / "sdk_stdio_server.py"
 SDK_HTTP_SERVER = SERVERS_DIR / "sdk_http_server.py"
 BAD_HTTP_SERVER = SERVERS_DIR / "bad_http_server.py"
+LISTED_TOOLS_SERVER = SERVERS_DIR / "listed_tools_server.py"
 
 MCP_CONFIG_NAME = ".mcp.json"
 RULES_NAME = ".mcp-gateway-rules.json"
@@ -270,6 +271,32 @@ def sdk_stdio_server(tag: str, **entry: Any) -> dict:
     return {"command": sys.executable, "args": [str(SDK_STDIO_SERVER), "--tag", tag], **entry}
 
 
+def listed_tools_server(config_dir: ConfigDir, tag: str, tools: list[dict], log: str | os.PathLike | None = None,
+                        **entry: Any) -> dict:
+    """A `.mcp.json` entry for tests/servers/listed_tools_server.py, listing `tools` as given
+    (written to a new file in `config_dir`)."""
+    tools_file = config_dir.path(f"tools-{len(list(config_dir.root.glob('tools-*.json')))}.json")
+    tools_file.write_text(json.dumps(tools), encoding="utf-8")
+    args = [str(LISTED_TOOLS_SERVER), "--tag", tag, "--tools", str(tools_file)]
+    if log is not None:
+        args += ["--log", str(log)]
+    return {"command": sys.executable, "args": args, **entry}
+
+
+def execute_message(request_id: Any, server: str, tool: str, args: Any, agent_id: str = "dev", **extra: Any) -> dict:
+    """A whole tools/call request for execute_tool, for RawGateway.send."""
+    arguments = {"agent_id": agent_id, "server": server, "tool": tool, "args": args, **extra}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": "execute_tool", "arguments": arguments}}
+
+
+def raw_error_of(response: dict) -> dict:
+    """The gateway error of a raw tools/call response that is a tool error."""
+    result = response["result"]
+    assert result["isError"], result
+    return result["structuredContent"]["error"]
+
+
 def http_server(url: str, **entry: Any) -> dict:
     """A `.mcp.json` entry for a streamable-HTTP server."""
     return {"type": "http", "url": url, **entry}
@@ -292,6 +319,9 @@ def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The whole environment of a gateway under test: nothing from the developer's shell
     but PATH, so no GATEWAY_* variable leaks in; user paths point at the test's tmp dirs."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
+    # No warm spare sessions unless a test asks (test_spares.py does): most tests count the
+    # processes a call starts, and a spare is one more. An empty value means the default.
+    env["GATEWAY_INIT_STRATEGY"] = "off"
     if USER_DIRS is not None:
         env["HOME"] = str(USER_DIRS.home)
         env["XDG_CACHE_HOME"] = str(USER_DIRS.cache)

@@ -9,6 +9,9 @@ removed), on `shutdown()`, or when its process exits; the next call then opens a
 
 Locks: the registry's lock guards its tables; each session's lock guards its counters.
 The registry may take a session's lock while holding its own, never the other way round.
+
+Over 400 lines on purpose: the registry and the session share one lifecycle (hold,
+release, retire, close), and its lock order reads only with both halves in view.
 """
 
 from __future__ import annotations

@@ -50,10 +50,13 @@ def _stat(pid: int) -> tuple[int, int, int] | None:
     if not data:
         return None
     # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-    fields = data[data.rindex(b")") + 2:].split()
-    if fields[0] in (b"Z", b"X"):
+    try:
+        fields = data[data.rindex(b")") + 2:].split()
+        if fields[0] in (b"Z", b"X"):
+            return None
+        return int(fields[1]), int(fields[2]), int(fields[19])
+    except (ValueError, IndexError):  # not the format this module knows: leave the process alone
         return None
-    return int(fields[1]), int(fields[2]), int(fields[19])
 
 
 def _all_pids() -> list[int]:

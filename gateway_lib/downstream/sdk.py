@@ -25,6 +25,7 @@ gateway must answer `initialize` before that (see `Downstream.preload`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import functools
 import threading
 import weakref
@@ -34,6 +35,8 @@ from typing import Any, Callable, Iterator, TextIO
 from ..errors import DownstreamError, ServerUnavailable
 from ..model import HTTP, SSE, STDIO, ServerSpec
 from . import loop
+
+log = logging.getLogger(__name__)
 
 # What an SDK or transport failure was, in the gateway's words (see `classify`).
 CLOSED = "closed"  # the connection closed (the server exited or hung up)
@@ -339,8 +342,14 @@ class ListedTools(list):
 
 
 async def list_all(session: Any) -> ListedTools:
-    """Every tool of the session's server, following cursors; a 2026 server's as it sent them."""
+    """Every tool of the session's server, following cursors; a 2026 server's as it sent them.
+
+    One tool the SDK's models refuse (an inputSchema whose type is not "object", say) does
+    not cost the server its other tools: that page is read again as plain JSON, and each
+    tool is kept as the SDK parses it, or as sent when it is refused (with a warning).
+    """
     from mcp_types import ListToolsRequest, PaginatedRequestParams
+    from pydantic import ValidationError
 
     modern = is_modern(session)
     tools = ListedTools()
@@ -355,11 +364,44 @@ async def list_all(session: Any) -> ListedTools:
                 tools.ttl_ms = page["ttlMs"]
             cursor = page.get("nextCursor")
         else:
-            result = await session.list_tools(params=params)
-            tools += [_wire(tool) for tool in result.tools]
-            cursor = result.next_cursor
+            try:
+                result = await session.list_tools(params=params)
+                tools += [_wire(tool) for tool in result.tools]
+                cursor = result.next_cursor
+            except ValidationError:
+                page_tools, cursor = await _list_page_leniently(session, params)
+                tools += page_tools
         if not cursor:
             return tools
+
+
+# Kept of a tool the SDK refuses: what an agent needs to call it.
+_PLAIN_TOOL_KEYS = ("name", "title", "description", "inputSchema", "outputSchema", "annotations")
+
+
+async def _list_page_leniently(session: Any, params: Any) -> tuple[list[dict], str | None]:
+    from mcp_types import ListToolsRequest, Tool
+    from pydantic import ValidationError
+
+    # No public call of the SDK returns a result it has not validated as a whole, so this
+    # takes the two steps send_request takes before validating: stamp, then send.
+    request = ListToolsRequest(params=params).model_dump(by_alias=True, mode="json", exclude_none=True)
+    options: dict[str, Any] = {}
+    session._stamp(request, options)
+    page = await session._dispatcher.send_raw_request(request["method"], request.get("params"), options)
+    tools = []
+    for listed in page.get("tools") if isinstance(page.get("tools"), list) else []:
+        if not isinstance(listed, dict) or not isinstance(listed.get("name"), str):
+            log.warning("A server listed a tool without a name; it is left out")
+            continue
+        try:
+            tools.append(_wire(Tool.model_validate(listed)))
+        except ValidationError as exc:
+            log.warning("Tool %r does not match the MCP schema (%d problem(s)); it is listed as sent",
+                        listed["name"], exc.error_count())
+            tools.append({key: listed[key] for key in _PLAIN_TOOL_KEYS if key in listed})
+    cursor = page.get("nextCursor")
+    return tools, cursor if isinstance(cursor, str) and cursor else None
 
 
 async def send_call(session: Any, tool: str, arguments: dict, relay: Any = None) -> dict:

@@ -360,7 +360,6 @@ BAD_ARGUMENTS = [
     ("list_servers", {"include_metadata": "true"}),
     ("list_servers", {"include_metadata": 1}),
     ("list_servers", {"surprise": True}),
-    ("get_server_tools", {"agent_id": "dev"}),
     ("get_server_tools", {"server": 1}),
     ("get_server_tools", {"server": None}),
     ("get_server_tools", {"server": "tools", "agent_id": ["dev"]}),

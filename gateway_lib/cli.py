@@ -201,6 +201,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     from .methods import McpProtocol
     from .metrics import Metrics
     from .pins import PinStore
+    from .relay import DEFAULT_MAX_TIMEOUT_MS
     from .reload import DEFAULT_DEBOUNCE_S, Reloader, startup_warnings
     from .rpc import Endpoint
     from .settings import Defaults, SettingsError, identity_warnings, read_serve_settings
@@ -211,7 +212,8 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
                         timeout_ms=DEFAULT_TIMEOUT_MS, tool_cache_ttl_s=DEFAULT_TTL_S,
                         reload_debounce_ms=round(DEFAULT_DEBOUNCE_S * 1000),
                         max_result_tokens=DEFAULT_MAX_RESULT_TOKENS,
-                        init_strategy=EAGER, init_strategies=STRATEGIES, spare_idle_s=DEFAULT_IDLE_S)
+                        init_strategy=EAGER, init_strategies=STRATEGIES, spare_idle_s=DEFAULT_IDLE_S,
+                        max_timeout_ms=DEFAULT_MAX_TIMEOUT_MS)
     try:
         serve = read_serve_settings(options, environ, defaults)
     except SettingsError as exc:
@@ -241,6 +243,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
         pinned_agent=serve.pinned_agent,
         default_timeout_ms=serve.timeout_ms,
         max_result_bytes=serve.max_line_bytes,  # one limit on a message, in and out
+        max_timeout_ms=serve.max_timeout_ms,
         max_result_tokens=serve.max_result_tokens,
     )
     audit = AuditLog(serve.audit_log)

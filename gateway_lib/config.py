@@ -285,6 +285,8 @@ def _build_agent(body: Mapping[str, Any]) -> AgentRules:
         deny_servers=tuple(deny.get("servers", ())),
         allow_tools=_frozen_tools(allow.get("tools", {})),
         deny_tools=_frozen_tools(deny.get("tools", {})),
+        allow_client_requests=tuple(allow["client_requests"]) if "client_requests" in allow else None,
+        deny_client_requests=tuple(deny.get("client_requests", ())),
     )
 
 

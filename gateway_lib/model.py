@@ -118,6 +118,10 @@ class AgentRules:
     deny_servers: tuple[str, ...] = ()
     allow_tools: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
     deny_tools: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
+    # Kinds of server->client requests ("sampling", "elicitation", "roots") relayed on this
+    # agent's calls; None means the allow list was not written, so every kind is allowed.
+    allow_client_requests: tuple[str, ...] | None = None
+    deny_client_requests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

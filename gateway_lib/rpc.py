@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 from .cancellation import CancelEvent
 from .errors import InternalError, InvalidRequest, MethodNotFound, RequestCancelled, RpcError
 from .framing import Unreadable, encode, valid_request_id
+from .outgoing import OutgoingRequests, Peer
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class RequestContext:
     method: str
     cancelled: threading.Event = field(default_factory=CancelEvent)  # wakes the waits below when set
     by_shutdown: bool = False  # cancelled by the gateway stopping, not by the client
+    peer: Peer | None = None  # sends notifications and requests of the gateway to the client
 
 
 class Method(NamedTuple):
@@ -175,6 +177,8 @@ class Endpoint:
         self._idle = threading.Condition(self._lock)
         self._busy_workers = 0  # running a request, or blocked delivering its answer
         self._closing = False
+        self.outgoing = OutgoingRequests(self._send, cancel_notification)
+        self.peer = Peer(self.outgoing, self._send)
 
     # --- input -----------------------------------------------------------------------
 
@@ -204,7 +208,7 @@ class Endpoint:
             respond(_response(exc.request_id, error=exc.error))
             return
         if envelope is None:
-            logger.debug("Ignoring a response from the client")
+            self.outgoing.answer(message)  # an answer to a request of the gateway (or ignored)
             respond(None)
         elif envelope.is_notification:
             self._notify(envelope)
@@ -229,7 +233,7 @@ class Endpoint:
 
     def _start(self, envelope: _Envelope, respond: Respond) -> None:
         method = self._methods[envelope.method]
-        context = RequestContext(envelope.request_id, envelope.method)
+        context = RequestContext(envelope.request_id, envelope.method, peer=self.peer)
         key = _id_key(envelope.request_id)
         with self._lock:
             # Checked for inline methods too: a ping reusing the id of a running call

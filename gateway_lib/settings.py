@@ -52,6 +52,7 @@ class ServeSettings:
     max_result_tokens: int
     init_strategy: str
     spare_idle_s: float
+    max_timeout_ms: int = 600_000
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,7 @@ class Defaults:
     init_strategy: str
     init_strategies: tuple[str, ...]
     spare_idle_s: float
+    max_timeout_ms: int = 600_000
 
 
 def read_serve_settings(options: Any, environ: Mapping[str, str], defaults: Defaults) -> ServeSettings:
@@ -95,6 +97,8 @@ def read_serve_settings(options: Any, environ: Mapping[str, str], defaults: Defa
                                   defaults.init_strategy, _one_of(defaults.init_strategies)),
         spare_idle_s=reader.read(None, None, "GATEWAY_SPARE_IDLE_S", defaults.spare_idle_s,
                                  _number(0.001, MAX_SPARE_IDLE_S)),
+        max_timeout_ms=reader.read(None, None, "GATEWAY_MAX_TIMEOUT_MS", defaults.max_timeout_ms,
+                                   _integer(1, MAX_TIMEOUT_MS)),
     )
     if reader.problems:
         raise SettingsError(reader.problems)

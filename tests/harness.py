@@ -406,6 +406,8 @@ class SessionClient:
         self._session: ClientSession | None = None
         self._opened = threading.Event()  # set once the session is open or failed to open
         self._thread: threading.Thread | None = None
+        # Extra ClientSession arguments: sampling/elicitation/roots/logging callbacks and the like.
+        self.session_kwargs: dict[str, Any] = {}
 
     # subclasses
 
@@ -469,7 +471,7 @@ class SessionClient:
         self._stop = asyncio.Event()
         try:
             async with self._transport() as (read_stream, write_stream):
-                async with ClientSession(read_stream, write_stream) as session:
+                async with ClientSession(read_stream, write_stream, **self.session_kwargs) as session:
                     self._session = session
                     self._opened.set()
                     await self._stop.wait()

@@ -205,8 +205,8 @@ def test_a_denied_tool_is_invisible_in_every_listing(shared):
         assert listing["total_available"] == len(RULES_TOOLS_ALLOWED_TO_DEV)
 
 
-RULES_TOOLS_ALLOWED_TO_DEV = ["echo", "add", "image", "audio", "resource", "fail", "sleep", "wait_file", "rpc_error",
-                              "unreadable", "huge", "counter", "env", "get*", "a?b", "x[1]", "../up", "with space"]
+RULES_TOOLS_ALLOWED_TO_DEV = ["echo", "add", "image", "audio", "resource", "fail", "sleep", "rpc_error",
+                              "huge", "counter", "env", "get*", "a?b", "x[1]", "../up", "with space"]
 
 
 @pytest.mark.parametrize("tool", DENIED_SPELLINGS, ids=[repr(s) for s in DENIED_SPELLINGS])

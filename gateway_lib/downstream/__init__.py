@@ -4,8 +4,14 @@ Two strategies, chosen per server by `ServerSpec.session`; callers never know wh
 per-call (default, `per_call.py`, with a warm spare session per server from `spares.py`)
 and kept-alive (`keep_alive.py`). The other modules:
 `waiting.py` (a worker's bounded wait), `loop.py` (event loops and process groups; the
-only asyncio/anyio importer), `sdk.py` (transports and wire helpers; the only importer of
-mcp, httpx2 and pydantic) and `translate.py` (SDK failures → gateway errors).
+only asyncio/anyio importer), `sdk.py` (transports, wire helpers, the relay's SDK
+callbacks and the protocol-era probe; the only importer of mcp, httpx2 and pydantic) and
+`translate.py` (SDK failures → gateway errors).
+
+A call may come with a relay (`gateway_lib.relay.CallRelay`, built by the tools): the
+session then declares the client's capabilities, hands the server's progress, log
+messages and requests to it, and the call's deadline is the relay's clock, which
+progress restarts and a wait for the client pauses.
 
 Nothing here imports asyncio or the SDK at module level: `import mcp` costs most of a
 second, and the gateway must answer `initialize` before that (see `Downstream.preload`).
@@ -62,9 +68,10 @@ class Downstream:
         self._spares.warm(servers, self._list_once)
 
     def list_tools(
-        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None
+        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None,
+        relay: Any = None,
     ) -> list[dict]:
-        return self._run(spec, "tools/list", sdk.list_all, timeout_s, cancel, agent=agent)
+        return self._run(spec, "tools/list", sdk.list_all, timeout_s, cancel, agent=agent, relay=relay)
 
     def call_tool(
         self,
@@ -76,15 +83,16 @@ class Downstream:
         *,
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> dict:
         """Call `tool` on a fresh session. The result comes back as soon as it arrives;
         the session closes afterwards, and `on_closed` (if given) is called exactly once
         when it has, on every path: the caller's hold on a server slot lasts until then."""
 
         async def work(session: Any) -> dict:
-            return await sdk.send_call(session, tool, arguments)
+            return await sdk.send_call(session, tool, arguments, relay)
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed, relay=relay)
 
     def list_and_call_tool(
         self,
@@ -97,6 +105,7 @@ class Downstream:
         check: Callable[[list[dict]], None],
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> dict:
         """List the server's tools, pass them to `check`, then call `tool`: one session.
 
@@ -109,9 +118,9 @@ class Downstream:
 
         async def work(session: Any) -> dict:
             check(await sdk.list_all(session))
-            return await sdk.send_call(session, tool, arguments)
+            return await sdk.send_call(session, tool, arguments, relay)
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed, relay=relay)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Close every session as the MCP spec says, all within `timeout_s`.
@@ -165,13 +174,16 @@ class Downstream:
         cancel: threading.Event | None,
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> Any:
-        deadline = time.monotonic() + timeout_s
+        deadline: float | Callable[[], float] = time.monotonic() + timeout_s
+        if relay is not None:
+            deadline = relay.clock.deadline  # moves with progress and with waits for the client
         if spec.session == KEEP_ALIVE:
             # A kept session outlives the call, so `on_closed` fires when the call ends.
             try:
                 _check_startable(spec, cancel)
-                return self._kept.run(spec, agent, method, work, deadline, timeout_s, cancel)
+                return self._kept.run(spec, agent, method, work, deadline, timeout_s, cancel, relay)
             finally:
                 if on_closed is not None:
                     on_closed()
@@ -181,17 +193,22 @@ class Downstream:
             if on_closed is not None:
                 on_closed()  # no session was started, so it is closed now
             raise
-        spare = self._spares.take(spec)  # counts the call in flight
+        # A spare was opened before its call, declaring no client capabilities: it serves
+        # only calls whose client has none to declare (the others do not count in its pool).
+        pooled = relay is None or not relay.capability_key()
+        spare = self._spares.take(spec) if pooled else None  # counts the call in flight
         try:
             if spare is not None:
                 try:
                     return spare.serve(method, work, deadline, timeout_s, cancel, on_closed)
                 except SpareGone:
                     pass  # it ended before the call reached it: a fresh session takes the call
-            self._spares.counted_fresh(spec)
-            return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed)
+            if pooled:
+                self._spares.counted_fresh(spec)
+            return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed, relay)
         finally:
-            self._spares.answered(spec)  # starts the next spare once no call of the server waits
+            if pooled:
+                self._spares.answered(spec)  # starts the next spare once no call of the server waits
 
     def _list_once(self, spec: ServerSpec, stop: threading.Event) -> list[dict]:
         """The tool list on one transient per-call session, whatever the server's strategy."""

@@ -104,11 +104,14 @@ async def wait_future(future: concurrent.futures.Future) -> Any:
     return await asyncio.wrap_future(future)
 
 
-async def in_thread(function: Callable[[], Any]) -> Any:
-    """Run a blocking `function()` on a worker thread, so the loop keeps serving meanwhile."""
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking `fn(*args)` on a worker thread; a cancelled caller stops waiting for it.
+
+    The function must end on its own (relayed requests end when their call does).
+    """
     import anyio
 
-    return await anyio.to_thread.run_sync(function)
+    return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
 
 
 def is_cancellation(exc: BaseException) -> bool:

@@ -463,8 +463,8 @@ class Spare(loop.LoopProcesses):
     async def _start(self, stack: contextlib.AsyncExitStack) -> Any:
         """Open, initialize and (if the cache needs it) list the tools: the session."""
         session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable, self.record_processes,
-                                         self.auth)
-        await session.initialize()
+                                         auth=self.auth)
+        await sdk.handshake(session, self.spec)
         self.phase = READY
         self.record_processes()
         if self._lists is not None and not self._lists.is_cached(self.spec):

@@ -29,6 +29,7 @@ class RequestContext:
     method: str
     cancelled: threading.Event = field(default_factory=threading.Event)
     by_shutdown: bool = False  # cancelled by the gateway stopping, not by the client
+    caller: Any = None  # who the transport vouches for (an HTTP bearer token's agent); opaque here
 
 
 class Method(NamedTuple):
@@ -113,8 +114,8 @@ class _BatchCollector:
                 self._answers.append(_sendable(response))
             self._pending -= 1
             done = self._pending == 0
-        if done and self._answers:
-            self._send(self._answers)
+        if done:
+            self._send(self._answers or None)  # None: nothing to answer, which a reply callback hears
 
 
 def _sendable(response: dict) -> dict:
@@ -139,39 +140,47 @@ class Endpoint:
         max_workers: int = 8,
         cancel_notification: str | None = None,
         batches_allowed: Callable[[], bool] = lambda: False,
+        pool: ThreadPoolExecutor | None = None,
     ):
         self._methods = methods
         self._notifications = notifications
         self._write = write
         self._cancel_notification = cancel_notification
         self._batches_allowed = batches_allowed
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-worker")
+        # A shared pool (one per HTTP gateway, many endpoints) is its owner's to shut down.
+        self._owns_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-worker")
         self._in_flight: dict[tuple[bool, Any], tuple[RequestContext, Future]] = {}
         self._lock = threading.Lock()
         self._closing = False
 
     # --- input -----------------------------------------------------------------------
 
-    def consume(self, message: Any) -> None:
+    def consume(self, message: Any, *, caller: Any = None, reply: Callable[[bytes | None], None] | None = None) -> None:
+        """Handle one message (or batch). With `reply`, its answer goes there instead of to
+        `write`, exactly once: the encoded answer, or None when there is none to send (a
+        notification, a response, a request the client cancelled). `caller` reaches the
+        handlers as `context.caller`."""
+        send = self._send if reply is None else (lambda answer: reply(None if answer is None else self._encoded(answer)))
         if isinstance(message, Unreadable):
-            self._send(_response(message.request_id, error=message.error))
+            send(_response(message.request_id, error=message.error))
         elif isinstance(message, list):
-            self._consume_batch(message)
+            self._consume_batch(message, send, caller)
         else:
-            self._consume_one(message, self._send)
+            self._consume_one(message, send, caller)
 
-    def _consume_batch(self, batch: list) -> None:
+    def _consume_batch(self, batch: list, send: Callable[[Any], None], caller: Any) -> None:
         if not batch:
-            self._send(_response(None, error=InvalidRequest("A batch must not be empty")))
+            send(_response(None, error=InvalidRequest("A batch must not be empty")))
             return
         if not self._batches_allowed():
-            self._send(_response(None, error=InvalidRequest("Batches are not supported in this protocol version")))
+            send(_response(None, error=InvalidRequest("Batches are not supported in this protocol version")))
             return
-        collector = _BatchCollector(len(batch), self._send)
+        collector = _BatchCollector(len(batch), send)
         for message in batch:
-            self._consume_one(message, collector.respond)
+            self._consume_one(message, collector.respond, caller)
 
-    def _consume_one(self, message: Any, respond: Respond) -> None:
+    def _consume_one(self, message: Any, respond: Respond, caller: Any = None) -> None:
         try:
             envelope = _open_envelope(message)
         except _BadEnvelope as exc:
@@ -186,7 +195,7 @@ class Endpoint:
         elif envelope.method not in self._methods:
             respond(_response(envelope.request_id, error=MethodNotFound(f"Method {envelope.method!r} not found")))
         else:
-            self._start(envelope, respond)
+            self._start(envelope, respond, caller)
 
     def _notify(self, envelope: _Envelope) -> None:
         if envelope.method == self._cancel_notification:
@@ -201,9 +210,9 @@ class Endpoint:
         except Exception:
             logger.exception("Notification handler for %r failed", envelope.method)
 
-    def _start(self, envelope: _Envelope, respond: Respond) -> None:
+    def _start(self, envelope: _Envelope, respond: Respond, caller: Any = None) -> None:
         method = self._methods[envelope.method]
-        context = RequestContext(envelope.request_id, envelope.method)
+        context = RequestContext(envelope.request_id, envelope.method, caller=caller)
         key = _id_key(envelope.request_id)
         with self._lock:
             # Checked for inline methods too: a ping reusing the id of a running call
@@ -265,9 +274,13 @@ class Endpoint:
     def _send(self, message: dict | list | None) -> None:
         if message is None:
             return
+        self._write(self._encoded(message))
+
+    @staticmethod
+    def _encoded(message: dict | list) -> bytes:
         if isinstance(message, dict):
             message = _sendable(message)
-        self._write(encode(message))
+        return encode(message)
 
     # --- shutdown --------------------------------------------------------------------
 
@@ -288,7 +301,8 @@ class Endpoint:
                     context.by_shutdown = True
                     context.cancelled.set()
             wait(still_running, timeout=grace_s)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def in_flight(self) -> int:

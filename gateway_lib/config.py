@@ -16,7 +16,9 @@ The names of the modules above stay importable from here, for callers that know 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
@@ -32,7 +34,7 @@ from .locate import (  # noqa: F401  (re-exported)
     USER_CONFIG_DIR,
     find_config_paths,
 )
-from .model import AgentRules, RulesConfig, ServerSpec, ServersConfig
+from .model import AgentRules, RateLimit, RulesConfig, ServerSpec, ServersConfig
 from .schema_check import (  # noqa: F401  (re-exported)
     MCP_CONFIG_SCHEMA,
     RULES_SCHEMA,
@@ -202,7 +204,16 @@ def _build_agent(body: Mapping[str, Any]) -> AgentRules:
         deny_servers=tuple(deny.get("servers", ())),
         allow_tools=_frozen_tools(allow.get("tools", {})),
         deny_tools=_frozen_tools(deny.get("tools", {})),
+        token_sha256=tuple(body.get("token_sha256", ())),
+        rate_limit=_rate_limit(body.get("rate_limit")),
     )
+
+
+def _rate_limit(body: Mapping[str, Any] | None) -> RateLimit | None:
+    if body is None:
+        return None
+    per_minute = body["calls_per_minute"]
+    return RateLimit(calls_per_minute=per_minute, burst=body.get("burst", max(1, math.ceil(per_minute))))
 
 
 def _frozen_tools(tools: Mapping[str, list[str]]) -> Mapping[str, tuple[str, ...]]:
@@ -234,6 +245,33 @@ def _rules_semantic_problems(document: Document) -> list[Problem]:
             problems.append(document.problem(("agents", agent_id), agent_id_message(agent_id)))
         if isinstance(body, dict):
             problems += _rule_set_problems(document, ("agents", agent_id), body)
+    return problems + _shared_token_problems(document, agents)
+
+
+TOKEN_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
+TOKEN_HASH_MESSAGE = ("is not a SHA-256 in hex (64 lowercase hex digits): list the token's hash, never the "
+                      "token itself ('gateway.py token AGENT' prints both)")
+
+
+def _shared_token_problems(document: Document, agents: dict) -> list[Problem]:
+    """A token must name one agent: a hash listed under two agents would make identity a guess."""
+    owner: dict[str, str] = {}
+    problems = []
+    for agent_id, body in agents.items():
+        hashes = body.get("token_sha256") if isinstance(body, dict) else None
+        for index, digest in enumerate(hashes if isinstance(hashes, list) else ()):
+            if not isinstance(digest, str):
+                continue
+            if not TOKEN_HASH_PATTERN.fullmatch(digest):
+                # Said without the value: what was pasted here may be the token itself.
+                problems.append(document.problem(("agents", agent_id, "token_sha256", index), TOKEN_HASH_MESSAGE))
+                continue
+            first = owner.setdefault(digest, agent_id)
+            if first != agent_id:
+                # The message names the agents, never the hash.
+                problems.append(document.problem(
+                    ("agents", agent_id, "token_sha256", index),
+                    f"this token hash is also listed under agent {quote(first)}: a token must belong to one agent"))
     return problems
 
 

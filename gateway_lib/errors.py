@@ -17,7 +17,8 @@
     │   ├── DownstreamError         DOWNSTREAM_ERROR
     │   ├── InvalidAgentId          INVALID_AGENT_ID
     │   ├── FallbackAgentNotInRules FALLBACK_AGENT_NOT_IN_RULES
-    │   └── NoFallbackConfigured    NO_FALLBACK_CONFIGURED
+    │   ├── NoFallbackConfigured    NO_FALLBACK_CONFIGURED
+    │   └── RateLimited             RATE_LIMITED (carries retry_after_s)
     └── ConfigError               a config file that cannot be used (carries every problem)
 
 Tool errors are results, not protocol errors, so that the model can read them and adjust.
@@ -92,6 +93,7 @@ DOWNSTREAM_ERROR = "DOWNSTREAM_ERROR"
 INVALID_AGENT_ID = "INVALID_AGENT_ID"
 FALLBACK_AGENT_NOT_IN_RULES = "FALLBACK_AGENT_NOT_IN_RULES"
 NO_FALLBACK_CONFIGURED = "NO_FALLBACK_CONFIGURED"
+RATE_LIMITED = "RATE_LIMITED"
 
 
 class GatewayError(Exception):
@@ -150,6 +152,10 @@ class FallbackAgentNotInRules(GatewayError):
 
 class NoFallbackConfigured(GatewayError):
     code = NO_FALLBACK_CONFIGURED
+
+
+class RateLimited(GatewayError):
+    code = RATE_LIMITED
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ class McpProtocol:
             arguments = {}
         if not isinstance(arguments, dict):
             raise InvalidParams("tools/call 'arguments' must be an object")
-        return self._tools.call(name, arguments, context.cancelled)
+        return self._tools.call(name, arguments, context.cancelled, caller=context.caller)
 
     def _require_initialized(self) -> None:
         if self._version is None:

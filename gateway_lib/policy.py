@@ -175,13 +175,32 @@ def resolve_agent(
     *,
     default_agent: str | None,
     pinned: str | None,
+    authenticated: str | None = None,
 ) -> str:
-    """The agent a call acts as. Fails closed: a bad id never falls back to a default."""
+    """The agent a call acts as. Fails closed: a bad id never falls back to a default.
+
+    `authenticated` is the agent a transport proved (an HTTP bearer token's owner): the
+    call acts as it, and an `agent_id` or pin naming anyone else is refused.
+    """
+    if authenticated is not None:
+        return _resolve_authenticated(rules, requested, authenticated, pinned)
     if pinned is not None:
         return _resolve_pinned(rules, requested, pinned)
     if requested is not None:
         return _resolve_requested(rules, requested)
     return _resolve_fallback(rules, default_agent)
+
+
+def _resolve_authenticated(rules: RulesConfig, requested: str | None, authenticated: str, pinned: str | None) -> str:
+    for other, what in ((requested, "agent_id"), (pinned, "the gateway's pinned agent")):
+        if other is not None and other != authenticated:
+            raise errors.InvalidAgentId(
+                f"The bearer token belongs to agent {_quote(authenticated)}; {what} {_quote(other)} is refused"
+            )
+    return _require_defined(
+        rules, authenticated, errors.InvalidAgentId,
+        f"The bearer token's agent {_quote(authenticated)} is no longer defined in the rules",
+    )
 
 
 def _resolve_pinned(rules: RulesConfig, requested: str | None, pinned: str) -> str:

@@ -27,6 +27,7 @@ from .errors import (
     ToolNotFound,
 )
 from .model import ServerSpec, Snapshot
+from .ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class ToolSettings:
 
 class GatewayTools:
     def __init__(self, store, downstream, catalog, slots, audit, metrics, settings: ToolSettings,
-                 status_extra: Callable[[], dict[str, Any]] = dict):
+                 status_extra: Callable[[], dict[str, Any]] = dict, limiter: RateLimiter | None = None):
         self._store = store
         self._downstream = downstream
         self._catalog = catalog
@@ -149,6 +150,7 @@ class GatewayTools:
         self._metrics = metrics
         self._settings = settings
         self._status_extra = status_extra
+        self._limiter = limiter if limiter is not None else RateLimiter()
         self._handlers = {
             "list_servers": self._list_servers,
             "get_server_tools": self._get_server_tools,
@@ -165,7 +167,9 @@ class GatewayTools:
     def definitions(self) -> list[dict[str, Any]]:
         return self._definitions
 
-    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event) -> dict[str, Any]:
+    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event,
+             caller: str | None = None) -> dict[str, Any]:
+        """Run one gateway tool; `caller` is the agent the transport authenticated, if any."""
         handler = self._handlers.get(name)
         if handler is None:
             raise InvalidParams(f"Unknown tool {name!r}")
@@ -176,7 +180,9 @@ class GatewayTools:
             record.agent = policy.resolve_agent(
                 snapshot.rules, arguments.get("agent_id"),
                 default_agent=self._settings.default_agent, pinned=self._settings.pinned_agent,
+                authenticated=caller,
             )
+            self._limiter.take(record.agent, snapshot.rules.agents[record.agent].rate_limit)
             return handler(snapshot, record, arguments, cancel)
         except InvalidParams:
             record.outcome, record.error_code = "invalid_params", "INVALID_PARAMS"
@@ -197,7 +203,8 @@ class GatewayTools:
         fields = record.audit_fields()
         self._audit.record("tool_call", **fields)
         failed = record.outcome not in ("ok", "tool_error")
-        self._metrics.observe(record.agent or "(unresolved)", record.tool, fields["duration_ms"], failed)
+        self._metrics.observe(record.agent or "(unresolved)", record.tool, fields["duration_ms"], failed,
+                              outcome=record.outcome)
 
     def _check_arguments(self, name: str, arguments: dict[str, Any]) -> None:
         problems = sorted(_describe(e) for e in self._validators[name].iter_errors(arguments))

@@ -1,9 +1,10 @@
 """Command line: builds the gateway from flags and environment, and runs it.
 
 The only module that reads the environment. Commands:
-    serve (default)  the stdio MCP server
+    serve (default)  the MCP server, on stdio (or HTTP with --transport http)
     check            validate both config files as the running gateway would
     demo             start the gateway and drive one real client session against it
+    token AGENT      print a new bearer token for AGENT, and the hash to put in the rules
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-ms", type=int, metavar="MS", help="default downstream timeout (env GATEWAY_TIMEOUT_MS, default 60000)")
     parser.add_argument("--tool-cache-ttl", type=float, metavar="S", help="seconds a tool list stays cached (env GATEWAY_TOOL_CACHE_TTL, default 300)")
     parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (env GATEWAY_LOG_LEVEL, default INFO)")
+    parser.add_argument("--transport", choices=("stdio", "http"), help="stdio (default) or http (env GATEWAY_TRANSPORT)")
+    parser.add_argument("--host", metavar="HOST", help="HTTP mode: address to bind (env GATEWAY_HTTP_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, metavar="N", help="HTTP mode: port, 0 for any free one (env GATEWAY_HTTP_PORT, default 8000)")
     return parser
 
 
@@ -67,7 +71,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     out = sys.stdout if out is None else out
-    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo") else "serve"
+    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "token") else "serve"
+    if command == "token":
+        return run_token(_token_parser().parse_args(argv), out)
     if command == "check":
         return run_check(_check_parser().parse_args(argv), environ, out)
     if command == "demo":
@@ -169,10 +175,14 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     reloader = Reloader(store, mcp_path, rules_path, environ, audit)
     reloader.add_servers_listener(catalog.forget_missing)
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
-    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
+    metrics = Metrics()
+    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, metrics, settings,
                          status_extra=lambda: {"reload_status": reloader.status()})
     delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DEBOUNCE_S * 1000, int)
     background = _AfterHandshake(downstream, reloader, delay_s=max(delay_ms, 0) / 1000)
+    if _setting(options.transport, environ, "GATEWAY_TRANSPORT", "stdio").strip().lower() != "stdio":
+        return _serve_http(options, environ, store=store, tools=tools, metrics=metrics, reloader=reloader,
+                           downstream=downstream, background=background, audit=audit, max_line_bytes=max_line_bytes)
 
     wire = claim_stdout()
     protocol = McpProtocol(tools, on_initialized=background.start)
@@ -209,6 +219,55 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
     background.join(SHUTDOWN_GRACE_S)
     downstream.shutdown(SHUTDOWN_GRACE_S)
     audit.close()
+    return 0
+
+
+def _serve_http(options: argparse.Namespace, environ: Mapping[str, str], *, downstream, background, audit,
+                max_line_bytes: int, **parts) -> int:
+    """HTTP mode (http_main.py); its modules are imported only here, so stdio starts as fast as before."""
+    from .http_main import DEFAULT_HOST, DEFAULT_PORT, EXIT_CANNOT_SERVE, HttpSettings, serve_http
+    from .http_sessions import DEFAULT_TTL_S
+
+    transport = _setting(options.transport, environ, "GATEWAY_TRANSPORT", "stdio").strip().lower()
+    if transport != "http":
+        logger.error("Unknown transport %r: use 'stdio' or 'http'", transport)
+        return EXIT_CANNOT_SERVE
+    ttl_s = _setting(None, environ, "GATEWAY_HTTP_SESSION_TTL_S", DEFAULT_TTL_S, float)
+    if not ttl_s >= 1:
+        logger.error("GATEWAY_HTTP_SESSION_TTL_S must be at least 1 (seconds)")
+        return EXIT_CANNOT_SERVE
+    settings = HttpSettings(
+        host=_setting(options.host, environ, "GATEWAY_HTTP_HOST", DEFAULT_HOST),
+        port=_setting(options.port, environ, "GATEWAY_HTTP_PORT", DEFAULT_PORT, int),
+        session_ttl_s=ttl_s,
+        cors_origins=tuple(_setting(None, environ, "GATEWAY_CORS_ORIGINS", "").split(",")),
+        allowed_hosts=tuple(_setting(None, environ, "GATEWAY_HTTP_ALLOWED_HOSTS", "").split(",")),
+        metrics_token=_setting(None, environ, "GATEWAY_METRICS_TOKEN", None),
+        max_body_bytes=max_line_bytes,
+        max_workers=_setting(options.max_workers, environ, "GATEWAY_MAX_WORKERS", 16, int),
+    )
+    code = serve_http(settings, downstream=downstream, background=background, grace_s=SHUTDOWN_GRACE_S, **parts)
+    background.stop()
+    background.join(SHUTDOWN_GRACE_S)
+    downstream.shutdown(SHUTDOWN_GRACE_S)
+    audit.close()
+    return code
+
+
+def _token_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py token", description="Make a bearer token for one agent (HTTP mode).")
+    parser.add_argument("agent", metavar="AGENT", help="the agent id the token will act as")
+    return parser
+
+
+def run_token(options: argparse.Namespace, out: TextIO) -> int:
+    from .http_security import token_instructions
+
+    text = token_instructions(options.agent)
+    if text is None:
+        sys.stderr.write(f"gateway: {options.agent!r} is not a valid agent id (letters, digits, '_', '.', '-')\n")
+        return 2
+    out.write(text)
     return 0
 
 

@@ -171,6 +171,20 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         logger.debug("HTTP: " + format, *args)
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        # http.server's own refusals (unknown method, bad request line, huge headers) in
+        # JSON like every other answer, instead of its HTML page.
+        self.close_connection = True
+        text = message or self.responses.get(code, ("Error",))[0]
+        body = json.dumps({"error": text}).encode("utf-8")
+        self.send_response(code, text)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+
     @property
     def gateway(self) -> HttpGateway:
         return self.server.gateway

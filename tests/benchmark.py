@@ -445,6 +445,25 @@ def kept_alive(bench: Bench) -> list[Row]:
     ]
 
 
+def http_mode(bench: Bench) -> list[Row]:
+    """Issue 11's rows: HTTP mode under 100 concurrent clients, kept-alive calls, idle RSS."""
+    from benchmark_http import CLIENTS, GOAL_P95_MS, GOAL_RATIO, GOAL_RSS_MIB, measure_http
+
+    found = measure_http(bench.rounds, bench.dir)
+    return [
+        Row(f"10. HTTP: {CLIENTS} concurrent clients, initialize + list_servers + cached get_server_tools: "
+            "p95 of the two calls", f"{found['p95_ms']:.1f} ms",
+            f"{found['clients_ok']}/{CLIENTS} clients succeeded; median {found['p50_ms']:.1f} ms", "",
+            f"all succeed, p95 < {GOAL_P95_MS:g} ms"),
+        Row("10. HTTP: execute_tool on a kept-alive server vs the same call over stdio",
+            f"{found['http_kept_ms']:.1f} ms", f"{found['stdio_kept_ms']:.1f} ms (stdio)",
+            f"{found['http_kept_ms'] / found['stdio_kept_ms']:.2f}", f"≤ {GOAL_RATIO}"),
+        Row("10. HTTP: idle RSS of HTTP mode vs stdio mode (SDK loaded in both)", f"{found['rss_http_mib']:.1f} MiB",
+            f"{found['rss_stdio_mib']:.1f} MiB (stdio)", f"{found['rss_http_mib'] - found['rss_stdio_mib']:+.1f} MiB",
+            f"within {GOAL_RSS_MIB:g} MiB"),
+    ]
+
+
 MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [
     spawn_to_initialize,
     execute_python,
@@ -457,6 +476,7 @@ MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [
     memory,
     tools_list_size,
     kept_alive,
+    http_mode,
 ]
 
 

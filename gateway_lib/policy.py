@@ -192,26 +192,22 @@ def resolve_agent(
 
 
 def _resolve_authenticated(rules: RulesConfig, requested: str | None, authenticated: str, pinned: str | None) -> str:
-    for other, what in ((requested, "agent_id"), (pinned, "the gateway's pinned agent")):
-        if other is not None and other != authenticated:
-            raise errors.InvalidAgentId(
-                f"The bearer token belongs to agent {_quote(authenticated)}; {what} {_quote(other)} is refused"
-            )
-    return _require_defined(
-        rules, authenticated, errors.InvalidAgentId,
-        f"The bearer token's agent {_quote(authenticated)} is no longer defined in the rules",
-    )
+    if pinned is not None and pinned != authenticated:
+        raise errors.InvalidAgentId(
+            f"The bearer token belongs to agent {_quote(authenticated)}; this gateway is pinned to {_quote(pinned)}"
+        )
+    return _resolve_as(rules, requested, authenticated, f"The bearer token belongs to agent {_quote(authenticated)}")
 
 
 def _resolve_pinned(rules: RulesConfig, requested: str | None, pinned: str) -> str:
-    if requested is not None and requested != pinned:
-        raise errors.InvalidAgentId(
-            f"This gateway is pinned to agent {_quote(pinned)}; agent_id {_quote(requested)} is refused"
-        )
-    return _require_defined(
-        rules, pinned, errors.InvalidAgentId,
-        f"This gateway is pinned to agent {_quote(pinned)}, which is not defined in the rules",
-    )
+    return _resolve_as(rules, requested, pinned, f"This gateway is pinned to agent {_quote(pinned)}")
+
+
+def _resolve_as(rules: RulesConfig, requested: str | None, agent: str, said: str) -> str:
+    """The one agent a call must act as (pinned, or proved by a token): any other agent_id is refused."""
+    if requested is not None and requested != agent:
+        raise errors.InvalidAgentId(f"{said}; agent_id {_quote(requested)} is refused")
+    return _require_defined(rules, agent, errors.InvalidAgentId, f"{said}, which is not defined in the rules")
 
 
 def _resolve_requested(rules: RulesConfig, requested: object) -> str:

@@ -1,7 +1,7 @@
 """gateway_lib.downstream's kept-alive sessions, against real child processes.
 
 Kept apart from test_downstream.py (per-call sessions) so each file reads as one story;
-both test gateway_lib/downstream.py. The fault server's `counter` tool counts calls per
+both test gateway_lib/downstream/. The fault server's `counter` tool counts calls per
 process, so its answers show which process (and so which session) served a call.
 """
 

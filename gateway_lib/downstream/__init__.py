@@ -1,0 +1,156 @@
+"""Sessions to downstream MCP servers: the façade the gateway tools call.
+
+Two strategies, chosen per server by `ServerSpec.session`; callers never know which:
+per-call (default, `per_call.py`) and kept-alive (`keep_alive.py`). The other modules:
+`waiting.py` (a worker's bounded wait), `loop.py` (event loops and process groups; the
+only asyncio/anyio importer), `sdk.py` (transports and wire helpers; the only importer of
+mcp, httpx2 and pydantic) and `translate.py` (SDK failures → gateway errors).
+
+Nothing here imports asyncio or the SDK at module level: `import mcp` costs most of a
+second, and the gateway must answer `initialize` before that (see `Downstream.preload`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import Any, Callable, Mapping, TextIO
+
+from ..errors import RequestCancelled, ServerUnavailable
+from ..model import KEEP_ALIVE, ServerSpec
+from . import sdk
+from .keep_alive import KeptSessions
+from .per_call import PerCallSessions, Work
+
+log = logging.getLogger(__name__)
+
+
+class Downstream:
+    """Runs calls on per-call or kept-alive sessions and makes sure nothing outlives it."""
+
+    def __init__(self, errlog: TextIO | None = None):
+        # stdio children write their stderr here; the SDK needs a real file descriptor.
+        errlog = errlog if errlog is not None else sys.stderr
+        self._per_call = PerCallSessions(errlog)
+        self._kept = KeptSessions(errlog)
+        self._lock = threading.Lock()
+        self._preloader: threading.Thread | None = None
+
+    def preload(self) -> None:
+        """Import the SDK client in the background so the first call does not pay for it."""
+        with self._lock:
+            if self._preloader is None:
+                self._preloader = threading.Thread(target=sdk.import_client, name="downstream-preload", daemon=True)
+                self._preloader.start()
+
+    def list_tools(
+        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None
+    ) -> list[dict]:
+        return self._run(spec, "tools/list", sdk.list_all, timeout_s, cancel, agent=agent)
+
+    def call_tool(
+        self,
+        spec: ServerSpec,
+        tool: str,
+        arguments: dict,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        *,
+        agent: str | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ) -> dict:
+        """Call `tool` on a fresh session. The result comes back as soon as it arrives;
+        the session closes afterwards, and `on_closed` (if given) is called exactly once
+        when it has, on every path: the caller's hold on a server slot lasts until then."""
+
+        async def work(session: Any) -> dict:
+            return await sdk.send_call(session, tool, arguments)
+
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+
+    def list_and_call_tool(
+        self,
+        spec: ServerSpec,
+        tool: str,
+        arguments: dict,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        *,
+        check: Callable[[list[dict]], None],
+        agent: str | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ) -> dict:
+        """List the server's tools, pass them to `check`, then call `tool`: one session.
+
+        For a call the tool cache cannot vouch for (empty, expired, or not knowing the
+        tool), this costs one server start-up where list_tools + call_tool would cost two.
+        `check` runs on the session's thread between the two requests: it fills the cache
+        and raises a GatewayError (no such tool, arguments that break the schema) to close
+        the session without calling. `on_closed` is as for call_tool.
+        """
+
+        async def work(session: Any) -> dict:
+            check(await sdk.list_all(session))
+            return await sdk.send_call(session, tool, arguments)
+
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+
+    def shutdown(self, timeout_s: float = 5.0) -> None:
+        """Cancel every live session, kill its process groups, and join the threads (bounded)."""
+        threads = self._kept.shutdown() + self._per_call.shutdown()
+        with self._lock:
+            threads.append(self._preloader)
+        deadline = time.monotonic() + timeout_s
+        for thread in filter(None, threads):
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if self.live_sessions:
+            log.warning("%s downstream session(s) still cleaning up after shutdown", self.live_sessions)
+
+    def retire(self, servers: Mapping[str, ServerSpec]) -> None:
+        """Close every kept-alive session whose server is gone from `servers` or changed."""
+        self._kept.retire(servers)
+
+    def status(self) -> dict:
+        """Per-call sessions in flight, and every open kept-alive session."""
+        kept = sorted(self._kept.status(), key=lambda entry: (entry["server"], entry["agent"] or ""))
+        return {"live_sessions": self._per_call.live, "kept_sessions": kept}
+
+    @property
+    def live_sessions(self) -> int:
+        return self._per_call.live
+
+    def _run(
+        self,
+        spec: ServerSpec,
+        method: str,
+        work: Work,
+        timeout_s: float,
+        cancel: threading.Event | None,
+        agent: str | None = None,
+        on_closed: Callable[[], None] | None = None,
+    ) -> Any:
+        deadline = time.monotonic() + timeout_s
+        if spec.session == KEEP_ALIVE:
+            # A kept session outlives the call, so `on_closed` fires when the call ends.
+            try:
+                _check_startable(spec, cancel)
+                return self._kept.run(spec, agent, method, work, deadline, timeout_s, cancel)
+            finally:
+                if on_closed is not None:
+                    on_closed()
+        try:
+            _check_startable(spec, cancel)
+        except BaseException:
+            if on_closed is not None:
+                on_closed()  # no session was started, so it is closed now
+            raise
+        return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed)
+
+
+def _check_startable(spec: ServerSpec, cancel: threading.Event | None) -> None:
+    if spec.unusable:
+        raise ServerUnavailable(spec.unusable)
+    if cancel is not None and cancel.is_set():
+        raise RequestCancelled()

@@ -1,0 +1,174 @@
+"""Per-call sessions: every call opens its own session in its own event loop on its own thread.
+
+The calling worker waits on the session's Future with the call's deadline. At the deadline
+(or on cancellation) the worker raises at once and the session unwinds in the background.
+A result is handed back as soon as it arrives; the session closes afterwards, in the
+background too, and `on_closed` fires once it has.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import threading
+from typing import Any, Awaitable, Callable, TextIO
+
+from ..errors import GatewayError, ServerUnavailable, ToolTimeout
+from ..model import ServerSpec
+from . import loop, sdk, waiting
+from .translate import READY, STARTING, first_leaf, translate
+
+log = logging.getLogger(__name__)
+
+EXIT_STATUS_WAIT_S = 0.5  # bound on waiting for a crashed server's exit status
+
+Work = Callable[[Any], Awaitable[Any]]
+
+
+class PerCallSessions:
+    """The per-call sessions in flight, so shutdown can stop them all."""
+
+    def __init__(self, errlog: TextIO):
+        self._errlog = errlog
+        self._lock = threading.Lock()
+        self._calls: set[PerCallSession] = set()
+        self._closed = False
+
+    def run(
+        self,
+        spec: ServerSpec,
+        method: str,
+        work: Work,
+        deadline: float,
+        timeout_s: float,
+        cancel: threading.Event | None,
+        on_closed: Callable[[], None] | None,
+    ) -> Any:
+        """Run `work` on a fresh session; `on_closed` fires once, when the session has closed."""
+        try:
+            call = PerCallSession(spec, method, work, self._errlog, on_closed)
+            with self._lock:
+                if self._closed:
+                    raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
+                self._calls.add(call)
+        except BaseException:
+            if on_closed is not None:
+                on_closed()  # no session was started, so it is closed now
+            raise
+        call.thread = threading.Thread(target=self._drive, args=(call,), name=f"downstream-{spec.name}", daemon=True)
+        call.thread.start()
+        return waiting.result_by(call.future, deadline, cancel, lambda: call.timeout_error(timeout_s), call.abort)
+
+    def _drive(self, call: PerCallSession) -> None:
+        try:
+            call.run()
+        finally:
+            with self._lock:
+                self._calls.discard(call)
+            if call.on_closed is not None:
+                try:
+                    call.on_closed()
+                except Exception:
+                    log.exception("on_closed of a %s session to %r failed", call.method, call.spec.name)
+
+    def shutdown(self) -> list[threading.Thread]:
+        """Refuse new calls, stop every live one; returns their threads to join."""
+        with self._lock:
+            self._closed = True
+            calls = list(self._calls)
+        for call in calls:
+            call.abort(ServerUnavailable(f"Server {call.spec.name!r} was stopped: the gateway is shutting down"))
+            call.kill_groups()
+        return [call.thread for call in calls if call.thread is not None]
+
+    @property
+    def live(self) -> int:
+        with self._lock:
+            return len(self._calls)
+
+
+class PerCallSession(loop.LoopProcesses):
+    """One session: its thread, its event loop, and every process started in that loop."""
+
+    def __init__(self, spec: ServerSpec, method: str, work: Work, errlog: TextIO, on_closed: Callable[[], None] | None):
+        self.spec = spec
+        self.method = method
+        self.work = work
+        self.errlog = errlog
+        self.on_closed = on_closed
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.phase = STARTING
+        self.thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._loop: Any = None
+        self._scope: Any = None
+        self._aborted = False
+
+    def run(self) -> None:
+        """Thread body: drive the session in a fresh loop and settle the Future."""
+        try:
+            sdk.import_client()
+            result = loop.run(self._session, self._set_loop)
+        except BaseException as exc:  # the thread must settle the Future whatever happened
+            self._settle(exception=translate(self, exc))
+        else:
+            self._settle(result=result)
+
+    def _set_loop(self, new_loop: Any) -> None:
+        with self._lock:
+            self._loop = new_loop
+
+    async def _session(self) -> Any:
+        try:
+            with loop.cancel_scope() as scope:
+                with self._lock:
+                    self._scope = scope
+                    if self._aborted:
+                        scope.cancel()
+                async with contextlib.AsyncExitStack() as stack:
+                    session = await sdk.open_session(self.spec, self.errlog, stack)
+                    # The caller hears the outcome now: closing the session can take the
+                    # SDK's grace periods (seconds, for a server that ignores EOF or
+                    # SIGTERM), which must not delay the answer or turn it into a timeout.
+                    try:
+                        await session.initialize()
+                        self.phase = READY
+                        result = await self.work(session)
+                    except Exception as exc:
+                        await self._await_exit_status(exc)
+                        self._settle(exception=translate(self, exc))
+                        raise
+                    self._settle(result=result)
+                    return result
+            return None  # cancelled by abort(), which already settled the Future
+        finally:
+            await self.reap()
+
+    async def _await_exit_status(self, exc: BaseException) -> None:
+        """After a closed connection, give a dying server a moment to be reaped, so the
+        error can say how it ended; a server that closed stdout and lives on costs this bound."""
+        if sdk.is_connection_closed(first_leaf(exc)) and self.spawned_any():
+            await loop.poll_until(lambda: self.exit_status() is not None, EXIT_STATUS_WAIT_S)
+
+    def abort(self, error: BaseException) -> None:
+        """Settle the Future with `error` now; the session unwinds in the background."""
+        self._settle(exception=error)
+        with self._lock:
+            self._aborted = True
+            event_loop, scope = self._loop, self._scope
+        if scope is not None:
+            loop.call_soon(event_loop, scope.cancel)
+
+    def timeout_error(self, timeout_s: float) -> GatewayError:
+        ms = round(timeout_s * 1000)
+        if self.phase == STARTING:
+            return ServerUnavailable(f"Server {self.spec.name!r} did not finish starting within {ms} ms")
+        return ToolTimeout(f"Server {self.spec.name!r} did not answer within {ms} ms")
+
+    def _settle(self, result: Any = None, exception: BaseException | None = None) -> None:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # first outcome wins
+            if exception is not None:
+                self.future.set_exception(exception)
+            else:
+                self.future.set_result(result)

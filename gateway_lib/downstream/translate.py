@@ -1,0 +1,95 @@
+"""The one place where SDK and transport failures become gateway errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from ..errors import DownstreamError, GatewayError, RequestCancelled, ServerUnavailable
+from ..model import STDIO, ServerSpec
+from . import loop, sdk
+
+log = logging.getLogger(__name__)
+
+STARTING, READY = "starting", "ready"  # a session's phase: before and after `initialize` was answered
+
+
+class Attempt(Protocol):
+    """What translation needs to know about the call that failed."""
+
+    @property
+    def spec(self) -> ServerSpec: ...
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def phase(self) -> str: ...
+
+    def exit_status(self) -> str | None: ...
+
+
+def translate(attempt: Attempt, exc: BaseException) -> BaseException:
+    """The gateway error for `exc`, raised while `attempt` ran.
+
+    Messages are one sentence naming the server, and never carry env values, header
+    values or a URL's query string.
+    """
+    spec, method = attempt.spec, attempt.method
+    name = f"Server {spec.name!r}"
+    starting = attempt.phase == STARTING
+    leaf = first_leaf(exc)
+    if isinstance(leaf, (GatewayError, RequestCancelled)):
+        return leaf
+    if isinstance(leaf, ImportError):
+        log.error("The mcp SDK cannot be imported: %s", leaf)
+        return ServerUnavailable(f"{name} cannot be reached: the mcp SDK is not installed correctly")
+
+    failure = sdk.classify(leaf)
+    kind = failure.kind if failure is not None else None
+    if kind == sdk.CLOSED:
+        status = attempt.exit_status()
+        when = "before answering initialize" if starting else f"during {method}"
+        return ServerUnavailable(f"{name} closed the connection {when}" + (f" ({status})" if status else ""))
+    if kind == sdk.RPC_ERROR:
+        if starting:
+            return ServerUnavailable(f"{name} failed to initialize: {failure.detail}")
+        return DownstreamError(f"{name} answered {method} with error {failure.code}: {failure.detail}", downstream_code=failure.code)
+    if kind in (sdk.HTTP_STATUS, sdk.HTTP_FAILED):
+        return ServerUnavailable(f"{name} could not be reached at {safe_url(spec.shown_url)}: {failure.detail}")
+    if isinstance(leaf, FileNotFoundError) and spec.transport == STDIO and starting:
+        if spec.cwd and leaf.filename == spec.cwd:
+            return ServerUnavailable(f"{name} could not be started: working directory {spec.cwd!r} not found")
+        return ServerUnavailable(f"{name} could not be started: command {spec.shown_command!r} not found")
+    if isinstance(leaf, OSError) and spec.transport == STDIO and starting:
+        return ServerUnavailable(f"{name} could not be started: {leaf.strerror or type(leaf).__name__}")
+    if kind == sdk.INVALID or isinstance(leaf, RuntimeError):
+        # A malformed result, an unsupported protocol version, or structured content
+        # that does not match the tool's output schema.
+        if starting:
+            return ServerUnavailable(f"{name} failed to initialize: {_first_line(leaf)}")
+        return DownstreamError(f"{name} returned an invalid {method} result: {_first_line(leaf)}")
+    log.warning("%s: unexpected %s during %s", name, type(leaf).__name__, method)
+    log.debug("unexpected downstream failure", exc_info=exc)
+    return ServerUnavailable(f"{name} failed unexpectedly ({type(leaf).__name__})")
+
+
+def first_leaf(exc: BaseException) -> BaseException:
+    """The first real failure inside nested ExceptionGroups, skipping cancellations."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return exc
+    leaves = [first_leaf(inner) for inner in exc.exceptions]
+    return next((leaf for leaf in leaves if not loop.is_cancellation(leaf)), leaves[0])
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def safe_url(url: str | None) -> str:
+    """scheme://host:port/path: no credentials, no query string, no fragment."""
+    parts = urlsplit(url or "")
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -76,10 +76,10 @@ def serve_http(settings: HttpSettings, *, store: Any, tools: Any, metrics: Any, 
 
 def _load_sdk(probes: Probes) -> None:
     # The same locked import downstream.preload() runs; whichever thread comes first does it.
-    from .downstream import _import_client
+    from .downstream.sdk import import_client
 
     try:
-        _import_client()
+        import_client()
     except Exception:
         logger.exception("The MCP client SDK failed to import; /ready stays not ready")
         return

@@ -14,6 +14,7 @@ import json
 import re
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -41,20 +42,29 @@ def two_servers(config_dir, tag):
     return {"alpha": harness.fault_server(tag), "beta": harness.fault_server(tag)}
 
 
-@pytest.fixture
-def open_gateway(config_dir, two_servers):
+def shared_gateway(tmp_path_factory, rules: dict, *args: str, env: dict | None = None):
+    """A gateway shared by a module's tests (each opens sessions of its own), in temp user dirs."""
+    root = tmp_path_factory.mktemp("http-security")
+    module_tag = f"shared-{uuid.uuid4().hex}"
+    config_dir = harness.ConfigDir(root / "config")
+    config_dir.write({"alpha": harness.fault_server(module_tag), "beta": harness.fault_server(module_tag)}, rules)
+    user = {"HOME": str(root), "XDG_CACHE_HOME": str(root / "cache"), "XDG_CONFIG_HOME": str(root / "xdg")}
+    with HttpGatewayProcess(config_dir, *args, env={**user, **(env or {})}) as process:
+        yield process
+    assert harness.wait_no_tagged(module_tag) == []
+
+
+@pytest.fixture(scope="module")
+def open_gateway(tmp_path_factory):
     """No tokens, on loopback: identity is self-declared, as over stdio."""
-    config_dir.write(two_servers, {"agents": {"dev": {"allow": {"servers": ["*"]}}}})
-    with HttpGatewayProcess(config_dir, env={"GATEWAY_CORS_ORIGINS": "https://app.example.com"}) as gateway:
-        yield gateway
+    yield from shared_gateway(tmp_path_factory, {"agents": {"dev": {"allow": {"servers": ["*"]}}}},
+                              env={"GATEWAY_CORS_ORIGINS": "https://app.example.com",
+                                   "GATEWAY_HTTP_ALLOWED_HOSTS": "gateway.internal"})
 
 
-@pytest.fixture
-def token_gateway(config_dir, two_servers):
-    config_dir.write(two_servers, rules_with_tokens())
-    audit = config_dir.path("audit.jsonl")
-    with HttpGatewayProcess(config_dir, "--audit-log", str(audit), "--debug", "--log-level", "DEBUG") as gateway:
-        yield gateway, audit
+@pytest.fixture(scope="module")
+def token_gateway(tmp_path_factory):
+    yield from shared_gateway(tmp_path_factory, rules_with_tokens())
 
 
 def server_names(result: dict) -> list[str]:
@@ -93,11 +103,9 @@ def test_a_host_header_not_naming_the_gateway_is_403(open_gateway, host):
     assert reply.status == 403 and reply.json()["error"]["code"] == REFUSED
 
 
-def test_a_host_listed_in_allowed_hosts_is_served(config_dir, two_servers):
-    config_dir.write(two_servers, {"agents": {"dev": {"allow": {"servers": ["*"]}}}})
-    with HttpGatewayProcess(config_dir, env={"GATEWAY_HTTP_ALLOWED_HOSTS": "gateway.internal"}) as gateway:
-        reply = gateway.raw().request("GET", "/health", headers={"Host": "gateway.internal:8000"})
-        assert reply.status == 200
+def test_a_host_listed_in_allowed_hosts_is_served(open_gateway):
+    reply = open_gateway.raw().request("GET", "/health", headers={"Host": "gateway.internal:8000"})
+    assert reply.status == 200
 
 
 def test_cors_preflight_is_answered_for_allowed_origins_only_and_exposes_the_session_header(open_gateway):
@@ -131,14 +139,14 @@ def test_the_origin_policy_table():
 
 
 def test_a_bearer_token_acts_as_its_agent(token_gateway):
-    gateway, _ = token_gateway
+    gateway = token_gateway
     alice, bob = gateway.raw().with_token(ALICE_TOKEN), gateway.raw().with_token(BOB_TOKEN)
     assert server_names(alice.call_result(alice.initialize(), "list_servers", {})) == ["alpha"]
     assert server_names(bob.call_result(bob.initialize(), "list_servers", {"agent_id": "bob"})) == ["beta"]
 
 
 def test_a_token_with_another_agents_agent_id_is_invalid_agent_id(token_gateway):
-    gateway, _ = token_gateway
+    gateway = token_gateway
     alice = gateway.raw().with_token(ALICE_TOKEN)
     session = alice.initialize()
     for tool, arguments in (("list_servers", {"agent_id": "bob"}),
@@ -149,7 +157,7 @@ def test_a_token_with_another_agents_agent_id_is_invalid_agent_id(token_gateway)
 @pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "Basic YWxpY2U6eA==", "Bearer "],
                          ids=["no token", "wrong token", "another scheme", "empty token"])
 def test_a_request_without_a_valid_token_is_401_with_a_bearer_challenge(token_gateway, authorization):
-    gateway, _ = token_gateway
+    gateway = token_gateway
     headers = {} if authorization is None else {"Authorization": authorization}
     reply = gateway.raw().post({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}, headers=headers)
     assert reply.status == 401 and reply.json()["error"]["code"] == REFUSED
@@ -157,7 +165,7 @@ def test_a_request_without_a_valid_token_is_401_with_a_bearer_challenge(token_ga
 
 
 def test_a_session_answers_only_the_identity_that_opened_it(token_gateway):
-    gateway, _ = token_gateway
+    gateway = token_gateway
     alice, bob = gateway.raw().with_token(ALICE_TOKEN), gateway.raw().with_token(BOB_TOKEN)
     session = alice.initialize()
     stolen = bob.call(session, "list_servers", {})
@@ -235,14 +243,20 @@ def test_check_refuses_a_bad_token_hash_without_quoting_it_and_a_hash_shared_by_
     assert hash_token(BOB_TOKEN) not in report
 
 
-def test_no_token_or_hash_reaches_stderr_the_audit_log_or_status(token_gateway):
-    gateway, audit = token_gateway
-    alice = gateway.raw().with_token(ALICE_TOKEN)
-    session = alice.initialize()
-    alice.call_result(session, "list_servers", {})
-    status = alice.call_result(session, "get_gateway_status", {})
-    gateway.raw().with_token("a-wrong-token-9876").post({"jsonrpc": "2.0", "id": 1, "method": "ping"})
-    assert gateway.stop() == 0
+def test_no_token_or_hash_reaches_stderr_the_audit_log_or_status(config_dir, two_servers):
+    config_dir.write(two_servers, rules_with_tokens())
+    audit = config_dir.path("audit.jsonl")
+    gateway = HttpGatewayProcess(config_dir, "--audit-log", str(audit), "--debug", "--log-level", "DEBUG")
+    try:
+        gateway.wait_serving()
+        alice = gateway.raw().with_token(ALICE_TOKEN)
+        session = alice.initialize()
+        alice.call_result(session, "list_servers", {})
+        status = alice.call_result(session, "get_gateway_status", {})
+        gateway.raw().with_token("a-wrong-token-9876").post({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert gateway.stop() == 0
+    finally:
+        gateway.close()
     secrets = [ALICE_TOKEN, BOB_TOKEN, hash_token(ALICE_TOKEN), hash_token(BOB_TOKEN), "a-wrong-token-9876"]
     places = {"stderr": gateway.stderr_text(), "audit": audit.read_text(encoding="utf-8"),
               "status": json.dumps(status)}

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import uuid
 
 import pytest
 
@@ -25,26 +26,53 @@ from http_harness import HttpGatewayProcess, RawHttp, tool_error
 RULES = {"agents": {"dev": {"allow": {"servers": ["tools"]}, "deny": {"tools": {"tools": ["fail"]}}}}}
 
 
+MAX_BODY_BYTES = 65536
+
+
 @pytest.fixture
 def servers(config_dir, tag):
+    """A config of this test's own, for tests that need a gateway of their own."""
     log = config_dir.path("server.log")
     config_dir.write({"tools": harness.fault_server(tag, log=log)}, RULES)
     return config_dir, log
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    """One gateway for the tests that only open sessions of their own: (process, config, log, tag).
+
+    Started (as a supervisor would) with stdin at /dev/null; its user paths are in a temp dir.
+    """
+    root = tmp_path_factory.mktemp("http-transport")
+    module_tag = f"shared-{uuid.uuid4().hex}"
+    config_dir = harness.ConfigDir(root / "config")
+    log = config_dir.path("server.log")
+    config_dir.write({"tools": harness.fault_server(module_tag, log=log)}, RULES)
+    env = {"HOME": str(root), "XDG_CACHE_HOME": str(root / "cache"), "XDG_CONFIG_HOME": str(root / "xdg")}
+    with HttpGatewayProcess(config_dir, "--max-line-bytes", str(MAX_BODY_BYTES), env=env) as process:
+        yield process, config_dir, log, module_tag
+    assert harness.wait_no_tagged(module_tag) == []
+
+
 @pytest.fixture
-def gateway(servers):
-    config_dir, _ = servers
-    with HttpGatewayProcess(config_dir) as process:
-        yield process
+def gateway(shared):
+    return shared[0]
 
 
 # --- the whole flow, with the SDK client ------------------------------------------------------
 
 
+def sessions_open(gateway: HttpGatewayProcess) -> int:
+    """The gauge; reading it sweeps expired sessions and touches none."""
+    reply = gateway.raw().request("GET", "/metrics", headers={"Accept": "application/json"})
+    return reply.json()["http_sessions_open"]
+
+
 def test_the_sdk_client_runs_the_whole_flow_and_its_session_ends_on_close(gateway):
+    before = sessions_open(gateway)
     client = harness.HttpMcpClient(gateway.url)
     with client:
+        assert sessions_open(gateway) == before + 1
         assert {tool.name for tool in client.list_tools()} == {"list_servers", "get_server_tools", "execute_tool"}
         assert client.call_json("list_servers", {"agent_id": "dev"})["servers"] == [{"name": "tools", "description": ""}]
         listing = client.call_json("get_server_tools", {"agent_id": "dev", "server": "tools", "names": "echo"})
@@ -55,8 +83,7 @@ def test_the_sdk_client_runs_the_whole_flow_and_its_session_ends_on_close(gatewa
         denied = client.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "fail", "args": {}})
         assert denied.is_error and json.loads(harness.result_text(denied))["error"]["code"] == DENIED_BY_POLICY
     # The SDK ends its session with DELETE on close: nothing stays open.
-    metrics = gateway.raw().request("GET", "/metrics", headers={"Accept": "application/json"}).json()
-    assert metrics["http_sessions_open"] == 0
+    assert sessions_open(gateway) == before
 
 
 def test_a_deleted_session_is_404_afterwards(gateway):
@@ -68,8 +95,8 @@ def test_a_deleted_session_is_404_afterwards(gateway):
     assert raw.request("DELETE", headers={"Mcp-Session-Id": session}).status == 404
 
 
-def test_a_tool_call_answers_the_same_over_http_as_over_stdio(servers, gateway):
-    config_dir, _ = servers
+def test_a_tool_call_answers_the_same_over_http_as_over_stdio(shared):
+    gateway, config_dir, _, _ = shared
     arguments = {"agent_id": "dev", "server": "tools", "tool": "echo", "args": {"text": "same"}}
     denied_arguments = {**arguments, "tool": "fail"}
     raw = gateway.raw()
@@ -149,15 +176,13 @@ def test_a_body_that_is_not_json_content_is_415_and_bad_json_400_with_a_parse_er
     assert raw.post({"jsonrpc": "2.0", "id": 2, "method": "ping"}, session).status == 200
 
 
-def test_a_body_over_the_message_cap_is_413_unread_and_the_gateway_keeps_serving(servers):
-    config_dir, _ = servers
-    with HttpGatewayProcess(config_dir, "--max-line-bytes", "4096") as gateway:
-        raw = gateway.raw()
-        session = raw.initialize()
-        big = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x" * 5000}}
-        too_big = raw.post(big, session)
-        assert too_big.status == 413 and too_big.json()["error"]["code"] == INVALID_REQUEST
-        assert raw.post({"jsonrpc": "2.0", "id": 2, "method": "ping"}, session).status == 200
+def test_a_body_over_the_message_cap_is_413_unread_and_the_gateway_keeps_serving(gateway):
+    raw = gateway.raw()
+    session = raw.initialize()
+    big = {"jsonrpc": "2.0", "id": 1, "method": "ping", "params": {"pad": "x" * MAX_BODY_BYTES}}
+    too_big = raw.post(big, session)
+    assert too_big.status == 413 and too_big.json()["error"]["code"] == INVALID_REQUEST
+    assert raw.post({"jsonrpc": "2.0", "id": 2, "method": "ping"}, session).status == 200
 
 
 def test_error_bodies_are_json_and_never_a_traceback(gateway):
@@ -182,12 +207,8 @@ def test_an_idle_session_expires_after_the_ttl_and_is_404(servers):
     with HttpGatewayProcess(config_dir, env={"GATEWAY_HTTP_SESSION_TTL_S": "1"}) as gateway:
         raw = gateway.raw()
         session = raw.initialize()
-
-        def sessions_open() -> int:  # reading the gauge sweeps expired sessions; it never touches ours
-            return raw.request("GET", "/metrics", headers={"Accept": "application/json"}).json()["http_sessions_open"]
-
-        assert sessions_open() == 1
-        assert harness.wait_until(lambda: sessions_open() == 0, timeout=15)
+        assert sessions_open(gateway) == 1
+        assert harness.wait_until(lambda: sessions_open(gateway) == 0, timeout=15)
         assert raw.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session).status == 404
 
 
@@ -232,17 +253,11 @@ def test_the_session_store_expires_sessions_idle_past_the_ttl_but_not_busy_ones(
 # --- process life ---------------------------------------------------------------------------------
 
 
-def test_the_gateway_keeps_serving_with_stdin_closed(servers):
-    config_dir, _ = servers
-    gateway = HttpGatewayProcess(config_dir)
-    try:
-        gateway.wait_serving()
-        raw = gateway.raw()
-        session = raw.initialize()  # stdin is /dev/null: end of file at once
-        assert raw.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session).status == 200
-        assert gateway.process.poll() is None
-    finally:
-        gateway.close()
+def test_the_gateway_keeps_serving_with_stdin_at_end_of_file(gateway):
+    raw = gateway.raw()
+    session = raw.initialize()  # its stdin is /dev/null: end of file from the start
+    assert raw.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session).status == 200
+    assert gateway.process.poll() is None
 
 
 def test_a_port_in_use_is_one_clear_line_and_exit_2(servers):
@@ -292,19 +307,18 @@ def test_a_stop_answers_the_call_in_flight_then_exits_0_with_nothing_left(server
         assert gateway.stdout_bytes() == b""
 
 
-def test_a_client_that_disconnects_mid_call_cancels_it_downstream(servers, tag):
-    config_dir, log = servers
-    with HttpGatewayProcess(config_dir) as gateway:
-        raw = gateway.raw()
-        session = raw.initialize()
-        raw.call_result(session, "get_server_tools", {"agent_id": "dev", "server": "tools"})
-        body = json.dumps({"jsonrpc": "2.0", "id": "gone", "method": "tools/call", "params": {
-            "name": "execute_tool",
-            "arguments": {"agent_id": "dev", "server": "tools", "tool": "sleep", "args": {"seconds": 60}}}}).encode()
-        with socket.create_connection((raw.host, raw.port), timeout=10) as sock:
-            sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         + f"Mcp-Session-Id: {session}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-            assert harness.wait_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
-        # The 60 s sleep's server is stopped long before it would have finished.
-        assert harness.wait_no_tagged(tag, timeout=15) == []
-        assert raw.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session).status == 200
+def test_a_client_that_disconnects_mid_call_cancels_it_downstream(shared):
+    gateway, _, log, module_tag = shared
+    raw = gateway.raw()
+    session = raw.initialize()
+    raw.call_result(session, "get_server_tools", {"agent_id": "dev", "server": "tools"})
+    body = json.dumps({"jsonrpc": "2.0", "id": "gone", "method": "tools/call", "params": {
+        "name": "execute_tool",
+        "arguments": {"agent_id": "dev", "server": "tools", "tool": "sleep", "args": {"seconds": 60}}}}).encode()
+    with socket.create_connection((raw.host, raw.port), timeout=10) as sock:
+        sock.sendall(b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     + f"Mcp-Session-Id: {session}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        assert harness.wait_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
+    # The 60 s sleep's server is stopped long before it would have finished.
+    assert harness.wait_no_tagged(module_tag, timeout=20) == []
+    assert raw.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session).status == 200

@@ -172,7 +172,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # request lines are not logged: a client may put anything in a URL
 
     def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("HTTP: " + format, *args)
+        # Only the kind of event: its arguments quote the client's request line and headers.
+        logger.debug("HTTP server: %s", format.split("%", 1)[0].strip() or format)
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         # http.server's own refusals (unknown method, bad request line, huge headers) in
@@ -227,6 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._rpc_error(403, REFUSED, "Origin not allowed")
             else:
                 handle()
+        except OSError as exc:  # the client went away or stalled mid-body: nobody to answer
+            logger.debug("HTTP connection lost during %s: %s", self.command, type(exc).__name__)
+            self.close_connection = True
         except Exception:  # the top of a request: answer it, keep the server serving
             logger.exception("HTTP request %s failed", self.command)
             self.close_connection = True

@@ -322,3 +322,18 @@ def test_a_client_that_disconnects_mid_call_cancels_it_downstream(shared):
     # The 60 s sleep's server is stopped long before it would have finished.
     assert harness.wait_no_tagged(module_tag, timeout=20) == []
     assert raw.post({"jsonrpc": "2.0", "id": 1, "method": "ping"}, session).status == 200
+
+
+def test_stdio_mode_imports_none_of_the_http_modules(servers):
+    config_dir, _ = servers
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t"}}}
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", *harness.gateway_argv(config_dir.mcp_config, config_dir.rules)],
+        input=(json.dumps(initialize) + "\n").encode(), capture_output=True, timeout=60, env=harness.gateway_env())
+    imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines()
+                if line.startswith("import time:") and "|" in line}
+    assert done.returncode == 0 and "gateway_lib.rpc" in imported  # the listing is real
+    http_modules = {"http.server", "gateway_lib.http_main", "gateway_lib.http_transport", "gateway_lib.http_sessions",
+                    "gateway_lib.http_security", "gateway_lib.probes", "gateway_lib.prometheus"}
+    assert imported & http_modules == set()

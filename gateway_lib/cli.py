@@ -12,20 +12,27 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Mapping, Sequence, TextIO
 
 from . import __version__
+from .requirements import missing_message, missing_modules
 
 logger = logging.getLogger("gateway_lib")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CONFIG = REPO_ROOT / "config"
-TRUE_WORDS = {"1", "true", "yes", "on"}
+# Shutdown: calls in flight get the grace to finish, then the endpoint's cancel wait; what
+# follows (watcher, downstream sessions, audit) shares the rest of the bound.
 SHUTDOWN_GRACE_S = 3.0
+SHUTDOWN_BOUND_S = 5.0
+EXIT_CONFIG = 1
+EXIT_USAGE = 2  # argparse's code for a bad flag; a bad setting is the same mistake
+# What each command imports (checked with find_spec before anything is imported).
+NEEDED = {"serve": ("mcp", "watchdog", "jsonschema"), "check": ("jsonschema",), "demo": ("mcp", "watchdog", "jsonschema")}
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +45,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway.py",
         description="MCP gateway on stdio. Other commands: 'gateway.py check', 'gateway.py demo'.",
+        allow_abbrev=False,  # '--tool' must not silently mean '--tool-cache-ttl'
     )
     _common_options(parser)
     parser.add_argument("--debug", action="store_true", default=None, help="expose get_gateway_status (env GATEWAY_DEBUG)")
@@ -55,13 +63,16 @@ def _serve_parser() -> argparse.ArgumentParser:
 
 
 def _check_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway.py check", description="Validate both config files and list every problem.")
+    parser = argparse.ArgumentParser(prog="gateway.py check", description="Validate both config files and list every problem.",
+                                     allow_abbrev=False)
     _common_options(parser)
+    parser.add_argument("--agent", metavar="NAME", help="also check this pinned agent id against the rules (env GATEWAY_AGENT)")
     return parser
 
 
 def _demo_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway.py demo", description="Start the gateway and show one client session against it.")
+    parser = argparse.ArgumentParser(prog="gateway.py demo", description="Start the gateway and show one client session against it.",
+                                     allow_abbrev=False)
     _common_options(parser)
     return parser
 
@@ -74,23 +85,22 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "token") else "serve"
     if command == "token":
         return run_token(_token_parser().parse_args(argv), out)
+    signals = None
+    if command == "serve":
+        from .lifecycle import Signals
+
+        signals = Signals().install()  # first of all: an early SIGHUP or SIGQUIT must not end the process
+    parser = {"serve": _serve_parser, "check": _check_parser, "demo": _demo_parser}[command]()
+    options = parser.parse_args(argv)  # --help and --version answer even without the dependencies
+    missing = missing_modules(NEEDED[command])
+    if missing:
+        sys.stderr.write(missing_message(missing) + "\n")
+        return EXIT_CONFIG
     if command == "check":
-        return run_check(_check_parser().parse_args(argv), environ, out)
+        return run_check(options, environ, out)
     if command == "demo":
-        return run_demo(_demo_parser().parse_args(argv), environ, out)
-    return run_serve(_serve_parser().parse_args(argv), environ)
-
-
-def _setting(value, environ: Mapping[str, str], name: str, default, convert=str):
-    if value is not None:
-        return value
-    raw = environ.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        return convert(raw)
-    except ValueError:
-        raise SystemExit(f"gateway: environment variable {name} has an invalid value")
+        return run_demo(options, environ, out)
+    return run_serve(options, environ, signals)
 
 
 def _config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Path, Path]:
@@ -114,9 +124,7 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
 
 
 def _configure_logging(level_name: str) -> None:
-    level = getattr(logging, level_name.upper(), None)
-    if not isinstance(level, int):
-        raise SystemExit(f"gateway: unknown log level {level_name!r}")
+    level = getattr(logging, level_name)  # a name settings.py has checked
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_quiet_libraries)
@@ -128,21 +136,35 @@ def _configure_logging(level_name: str) -> None:
 # --- serve ------------------------------------------------------------------------------
 
 
-def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
+def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) -> int:
     from .audit import AuditLog, default_audit_path
     from .catalog import DEFAULT_TTL_S, ToolCatalog
     from .config import ConfigStore, build_snapshot, load_rules, load_servers
     from .downstream import Downstream
     from .errors import ConfigError
     from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdin, claim_stdout
+    from .lifecycle import ThreadDeaths, exit_now_if_stuck
     from .methods import McpProtocol
     from .metrics import Metrics
-    from .reload import DEFAULT_DEBOUNCE_S, Reloader
+    from .reload import DEFAULT_DEBOUNCE_S, Reloader, startup_warnings
     from .rpc import Endpoint
+    from .settings import Defaults, SettingsError, identity_warnings, read_serve_settings
     from .slots import ServerSlots
     from .tools import DEFAULT_TIMEOUT_MS, GatewayTools, ToolSettings
 
-    _configure_logging(_setting(options.log_level, environ, "GATEWAY_LOG_LEVEL", "INFO"))
+    defaults = Defaults(audit_log=default_audit_path(environ), max_line_bytes=DEFAULT_MAX_LINE_BYTES,
+                        timeout_ms=DEFAULT_TIMEOUT_MS, tool_cache_ttl_s=DEFAULT_TTL_S,
+                        reload_debounce_ms=round(DEFAULT_DEBOUNCE_S * 1000))
+    try:
+        serve = read_serve_settings(options, environ, defaults)
+        http = _http_settings(options, environ, serve)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            sys.stderr.write(f"gateway: {problem}\n")
+        sys.stderr.write("gateway: not starting: fix the setting(s) above\n")
+        return EXIT_USAGE
+    _configure_logging(serve.log_level)
+    deaths = ThreadDeaths().install()
     mcp_path, rules_path = _config_paths(options, environ)
     try:
         snapshot = build_snapshot(load_servers(str(mcp_path), environ), load_rules(str(rules_path)))
@@ -150,50 +172,47 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         for problem in exc.problems:
             logger.error("%s", problem)
         logger.error("Not starting: fix the config (run 'gateway.py check' to see every problem)")
-        return 1
+        return EXIT_CONFIG
     logger.info("Loaded %d server(s) from %s and %d agent(s) from %s",
                 len(snapshot.servers.servers), mcp_path, len(snapshot.rules.agents), rules_path)
-    for warning in snapshot.warnings:
+    for warning in startup_warnings(snapshot) + identity_warnings(serve.pinned_agent, serve.default_agent,
+                                                                   snapshot.rules.agents):
         logger.warning("%s", warning)
 
-    max_line_bytes = _setting(options.max_line_bytes, environ, "GATEWAY_MAX_LINE_BYTES", DEFAULT_MAX_LINE_BYTES, int)
     settings = ToolSettings(
-        debug=_setting(options.debug, environ, "GATEWAY_DEBUG", False, lambda v: v.strip().lower() in TRUE_WORDS),
-        default_agent=_setting(None, environ, "GATEWAY_DEFAULT_AGENT", None),
-        pinned_agent=_setting(options.agent, environ, "GATEWAY_AGENT", None),
-        default_timeout_ms=_setting(options.timeout_ms, environ, "GATEWAY_TIMEOUT_MS", DEFAULT_TIMEOUT_MS, int),
-        max_result_bytes=max_line_bytes,  # one limit on a message, in and out
+        debug=serve.debug,
+        default_agent=serve.default_agent,
+        pinned_agent=serve.pinned_agent,
+        default_timeout_ms=serve.timeout_ms,
+        max_result_bytes=serve.max_line_bytes,  # one limit on a message, in and out
     )
-    if settings.pinned_agent and settings.pinned_agent not in snapshot.rules.agents:
-        logger.warning("Pinned agent %r is not in the rules: every call will be refused until it is added",
-                       settings.pinned_agent)
-    audit = AuditLog(_setting(options.audit_log, environ, "GATEWAY_AUDIT_LOG", default_audit_path(environ)))
+    audit = AuditLog(serve.audit_log)
     store = ConfigStore(snapshot)
     downstream = Downstream(errlog=sys.stderr)
-    ttl = _setting(options.tool_cache_ttl, environ, "GATEWAY_TOOL_CACHE_TTL", DEFAULT_TTL_S, float)
-    catalog = ToolCatalog(downstream.list_tools, ttl_s=ttl)
+    catalog = ToolCatalog(downstream.list_tools, ttl_s=serve.tool_cache_ttl_s)
     reloader = Reloader(store, mcp_path, rules_path, environ, audit)
     reloader.add_servers_listener(catalog.forget_missing)
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
+    background = _AfterHandshake(downstream, reloader, delay_s=serve.reload_debounce_ms / 1000)
     metrics = Metrics()
     tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, metrics, settings,
-                         status_extra=lambda: {"reload_status": reloader.status()})
-    delay_ms = _setting(None, environ, "GATEWAY_RELOAD_DEBOUNCE_MS", DEFAULT_DEBOUNCE_S * 1000, int)
-    background = _AfterHandshake(downstream, reloader, delay_s=max(delay_ms, 0) / 1000)
-    if _setting(options.transport, environ, "GATEWAY_TRANSPORT", "stdio").strip().lower() != "stdio":
-        return _serve_http(options, environ, store=store, tools=tools, metrics=metrics, reloader=reloader,
-                           downstream=downstream, background=background, audit=audit, max_line_bytes=max_line_bytes)
+                         status_extra=lambda: {"reload_status": reloader.status(),
+                                               "background_threads": {"watcher": background.watcher_state(),
+                                                                      "stopped": deaths.status()}})
+    if http is not None:
+        return _serve_http(http, signals, store=store, tools=tools, metrics=metrics, reloader=reloader,
+                           downstream=downstream, background=background, audit=audit)
 
     wire = claim_stdout()
     protocol = McpProtocol(tools, on_initialized=background.start)
     endpoint = Endpoint(
         protocol.methods(), protocol.notifications(), MessageWriter(wire).write,
-        max_workers=_setting(options.max_workers, environ, "GATEWAY_MAX_WORKERS", 16, int),
+        max_workers=serve.max_workers,
         cancel_notification="notifications/cancelled",
         batches_allowed=protocol.batches_allowed,
     )
-    reader = MessageReader(claim_stdin(), max_line_bytes)
-    stop = threading.Event()
+    reader = MessageReader(claim_stdin(), serve.max_line_bytes)
+    stop = signals.stop
 
     def read_until_eof() -> None:
         try:
@@ -203,53 +222,54 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str]) -> int:
         finally:
             stop.set()
 
-    # Handlers first: SIGHUP's default action would end the gateway once it is serving.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    if hasattr(signal, "SIGHUP"):
-        # The handler only notes the request; the watcher's thread does the reloading.
-        signal.signal(signal.SIGHUP, lambda *_: background.request_reload())
+    # The handler only notes the request; the watcher's thread does the reloading.
+    signals.on_reload(background.request_reload)
     threading.Thread(target=read_until_eof, name="gateway-reader", daemon=True).start()
     logger.info("Gateway %s serving on stdio%s", __version__, " (debug)" if settings.debug else "")
     while not stop.wait(1.0):
         pass
+    endpoint.refuse_new_requests()  # before the log line, which tests take as the moment of shutdown
     logger.info("Shutting down")
+    deadline = time.monotonic() + SHUTDOWN_BOUND_S
     background.stop()
     endpoint.shutdown(SHUTDOWN_GRACE_S)
-    background.join(SHUTDOWN_GRACE_S)
-    downstream.shutdown(SHUTDOWN_GRACE_S)
+    background.join(_left(deadline))
+    downstream.shutdown(_left(deadline))
     audit.close()
+    exit_now_if_stuck(0, endpoint.wait_workers_idle)  # a worker blocked on a client that stopped reading
     return 0
 
 
-def _serve_http(options: argparse.Namespace, environ: Mapping[str, str], *, downstream, background, audit,
-                max_line_bytes: int, **parts) -> int:
-    """HTTP mode (http_main.py); its modules are imported only here, so stdio starts as fast as before."""
-    from .http_main import DEFAULT_HOST, DEFAULT_PORT, EXIT_CANNOT_SERVE, HttpSettings, serve_http
-    from .http_sessions import DEFAULT_TTL_S
+def _left(deadline: float, floor_s: float = 0.5) -> float:
+    """Seconds until `deadline`, but at least `floor_s`: every stage gets a chance to clean up."""
+    return max(deadline - time.monotonic(), floor_s)
 
-    transport = _setting(options.transport, environ, "GATEWAY_TRANSPORT", "stdio").strip().lower()
-    if transport != "http":
-        logger.error("Unknown transport %r: use 'stdio' or 'http'", transport)
-        return EXIT_CANNOT_SERVE
-    ttl_s = _setting(None, environ, "GATEWAY_HTTP_SESSION_TTL_S", DEFAULT_TTL_S, float)
-    if not ttl_s >= 1:
-        logger.error("GATEWAY_HTTP_SESSION_TTL_S must be at least 1 (seconds)")
-        return EXIT_CANNOT_SERVE
-    settings = HttpSettings(
-        host=_setting(options.host, environ, "GATEWAY_HTTP_HOST", DEFAULT_HOST),
-        port=_setting(options.port, environ, "GATEWAY_HTTP_PORT", DEFAULT_PORT, int),
-        session_ttl_s=ttl_s,
-        cors_origins=tuple(_setting(None, environ, "GATEWAY_CORS_ORIGINS", "").split(",")),
-        allowed_hosts=tuple(_setting(None, environ, "GATEWAY_HTTP_ALLOWED_HOSTS", "").split(",")),
-        metrics_token=_setting(None, environ, "GATEWAY_METRICS_TOKEN", None),
-        max_body_bytes=max_line_bytes,
-        max_workers=_setting(options.max_workers, environ, "GATEWAY_MAX_WORKERS", 16, int),
-    )
-    code = serve_http(settings, downstream=downstream, background=background, grace_s=SHUTDOWN_GRACE_S, **parts)
+
+# --- HTTP mode (http_main.py): its modules are imported only here, so stdio starts as fast as before
+
+
+def _http_settings(options: argparse.Namespace, environ: Mapping[str, str], serve):
+    """HTTP mode's settings, or None in stdio mode; SettingsError for a bad one."""
+    from .settings import SettingsError
+
+    transport = options.transport or environ.get("GATEWAY_TRANSPORT") or "stdio"
+    if transport.strip().lower() == "stdio":
+        return None
+    if transport.strip().lower() != "http":
+        raise SettingsError([f"GATEWAY_TRANSPORT {transport!r} is not valid: use stdio or http"])
+    from .http_main import read_http_settings
+
+    return read_http_settings(options, environ, max_body_bytes=serve.max_line_bytes, max_workers=serve.max_workers)
+
+
+def _serve_http(http, signals, *, downstream, background, audit, **parts) -> int:
+    from .http_main import serve_http
+
+    code = serve_http(http, signals, downstream=downstream, background=background, grace_s=SHUTDOWN_GRACE_S, **parts)
+    deadline = time.monotonic() + SHUTDOWN_BOUND_S - SHUTDOWN_GRACE_S
     background.stop()
-    background.join(SHUTDOWN_GRACE_S)
-    downstream.shutdown(SHUTDOWN_GRACE_S)
+    background.join(_left(deadline))
+    downstream.shutdown(_left(deadline))
     audit.close()
     return code
 
@@ -266,7 +286,7 @@ def run_token(options: argparse.Namespace, out: TextIO) -> int:
     text = token_instructions(options.agent)
     if text is None:
         sys.stderr.write(f"gateway: {options.agent!r} is not a valid agent id (letters, digits, '_', '.', '-')\n")
-        return 2
+        return EXIT_USAGE
     out.write(text)
     return 0
 
@@ -285,6 +305,7 @@ class _AfterHandshake:
         self._lock = threading.Lock()
         self._started = self._stopped = False
         self._watcher = None
+        self._failure: str | None = None
 
     def start(self) -> None:
         with self._lock:
@@ -295,13 +316,32 @@ class _AfterHandshake:
         threading.Thread(target=self._start_watcher, name="gateway-start-watcher", daemon=True).start()
 
     def _start_watcher(self) -> None:
-        from .watcher import ConfigWatcher
+        try:
+            from .watcher import ConfigWatcher
 
-        watcher = ConfigWatcher(self._reloader, delay_s=self._delay_s)
+            watcher = ConfigWatcher(self._reloader, delay_s=self._delay_s)
+            with self._lock:
+                if not self._stopped:
+                    watcher.start()
+                    self._watcher = watcher
+        except Exception as exc:  # the thread's only job: say why, once, and leave SIGHUP working
+            from .lifecycle import describe
+
+            self._failure = describe(exc)
+            logger.error("Hot reload is off: the config watcher could not start (%s); SIGHUP still reloads",
+                         self._failure)
+
+    def watcher_state(self) -> str:
+        """For status: 'not started', 'running', 'stopped', or why it failed."""
         with self._lock:
-            if not self._stopped:
-                watcher.start()
-                self._watcher = watcher
+            watcher, stopped = self._watcher, self._stopped
+        if self._failure is not None:
+            return f"failed: {self._failure}"
+        if watcher is None:
+            return "stopped" if stopped else "not started"
+        if watcher.is_alive():
+            return "running"
+        return "stopped" if stopped else "failed: its thread stopped"
 
     def request_reload(self) -> None:
         """Reload both files soon; only hands the work to a thread, so safe in a signal handler."""
@@ -331,6 +371,9 @@ def run_check(options: argparse.Namespace, environ: Mapping[str, str], out: Text
 
     mcp_path, rules_path = _config_paths(options, environ)
     problems, warnings = check_files(str(mcp_path), str(rules_path), environ)
+    setting_problems, identity = _check_identity(options.agent, environ, rules_path)
+    problems = [*problems, *setting_problems]
+    warnings = [*warnings, *identity]
     out.write(f"Checked {mcp_path}\n    and {rules_path}\n")
     for problem in problems:
         out.write(f"error: {problem}\n")
@@ -341,6 +384,24 @@ def run_check(options: argparse.Namespace, environ: Mapping[str, str], out: Text
             out.write(f"hint: to check another file, give its path with {flag} PATH or {variable}\n")
     out.write(f"{len(problems)} error(s), {len(warnings)} warning(s)\n")
     return 1 if problems else 0
+
+
+def _check_identity(agent_flag: str | None, environ: Mapping[str, str], rules_path: Path) -> tuple[list[str], list[str]]:
+    """The pinned and default agent as a gateway started here would take them: problems
+    (an invalid id, which stops `serve`) and warnings (an id the rules lack)."""
+    from .config import load_rules
+    from .errors import ConfigError
+    from .settings import SettingsError, identity_warnings, read_identity
+
+    try:
+        pinned, default = read_identity(agent_flag, environ)
+    except SettingsError as exc:
+        return exc.problems, []
+    try:
+        agents = load_rules(str(rules_path)).agents
+    except ConfigError:
+        return [], []  # the rules' own problems are listed already
+    return [], identity_warnings(pinned, default, agents)
 
 
 # --- demo -------------------------------------------------------------------------------

@@ -164,9 +164,7 @@ def _build_server(
         written_command=command,
         written_url=url,
     )
-    if spec.unusable:
-        logger.warning("%s", spec.unusable)
-    return spec
+    return spec  # an unusable spec is reported by whoever loaded it (check, start-up, reload), once
 
 
 def _substituted_map(values: Mapping[str, str], substitute: Substituter) -> Mapping[str, str]:

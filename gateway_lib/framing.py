@@ -1,6 +1,8 @@
 """Newline-delimited JSON over byte streams: the reader, the one writer, and fd 1's guard.
 
-Knows lines, UTF-8 and JSON; knows nothing of JSON-RPC or MCP.
+Knows lines, UTF-8 and JSON, and of JSON-RPC only what a line that never becomes a message
+needs: the error code it gets and the id to echo (so `valid_request_id` lives here, and
+the endpoint uses the same one). Knows nothing of methods or MCP.
 """
 
 from __future__ import annotations
@@ -66,13 +68,18 @@ def decode_line(raw: bytes) -> Any:
         return Unreadable(ParseError(f"Parse error: {_short_reason(exc)}"))
 
 
+def valid_request_id(value: Any) -> bool:
+    """JSON-RPC ids this gateway accepts and echoes: strings and integers (not bools)."""
+    return isinstance(value, (str, int)) and not isinstance(value, bool)
+
+
 def _recover_id(text: str) -> Any:
     try:
         value = json.loads(text)
     except (ValueError, RecursionError):
         return None
     request_id = value.get("id") if isinstance(value, dict) else None
-    return request_id if isinstance(request_id, (str, int)) and not isinstance(request_id, bool) else None
+    return request_id if valid_request_id(request_id) else None
 
 
 def _short_reason(exc: ValueError) -> str:
@@ -114,7 +121,8 @@ class MessageReader:
 
 
 def encode(message: Any) -> bytes:
-    """One line of compact JSON; raises ValueError/TypeError when the value cannot be sent."""
+    """One line of compact JSON; raises (ValueError, TypeError, RecursionError ...) when the
+    value cannot be sent."""
     text = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     try:
         return text.encode("utf-8") + b"\n"
@@ -124,14 +132,17 @@ def encode(message: Any) -> bytes:
 
 
 class MessageWriter:
-    """The only writer of the wire: one lock, whole lines, flushed at once."""
+    """The only writer of the wire, and the only encoder: one lock, whole lines, flushed at once."""
 
     def __init__(self, stream: BinaryIO):
         self._stream = stream
         self._lock = threading.Lock()
         self._closed = False
 
-    def write(self, line: bytes) -> None:
+    def write(self, message: Any) -> None:
+        """Encode `message` and write it as one line; raises, writing nothing, if it cannot
+        be encoded. A client that went away is not an error (the line is dropped)."""
+        line = encode(message)
         with self._lock:
             if self._closed:
                 return

@@ -32,8 +32,8 @@ class HttpSession:
     busy: int = 0  # requests of this session being served right now
 
     def close(self) -> None:
-        # A zero grace: whatever still runs is cancelled and answered "shutting down".
-        self.endpoint.shutdown(0.0)
+        # No grace: whatever still runs is cancelled and answered "shutting down" at once.
+        self.endpoint.shutdown(0.0, 0.0)
 
 
 class SessionStoreFull(Exception):

@@ -26,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 from .errors import INVALID_REQUEST, ParseError
-from .framing import Unreadable, decode_line
+from .framing import Unreadable, decode_line, encode
 from .http_security import BEARER_CHALLENGE, OriginPolicy, TokenIndex, bearer_token, metrics_token_ok
 from .http_sessions import HttpSession, SessionStore, SessionStoreFull
 from .methods import SUPPORTED_VERSIONS, McpProtocol
@@ -115,7 +115,10 @@ class HttpGateway:
         self._server.shutdown()  # the accept loop ends; connections already open go on
         if self._thread is not None:
             self._thread.join(grace_s)
-        for session in self.sessions.close_all():
+        sessions = self.sessions.close_all()
+        for session in sessions:
+            session.endpoint.refuse_new_requests()
+        for session in sessions:  # the work of all sessions runs meanwhile, in the one pool
             session.endpoint.shutdown(max(0.05, deadline - time.monotonic()))
         with self._active_changed:  # let every answer reach its client
             self._active_changed.wait_for(lambda: self._active == 0, timeout=max(0.05, deadline - time.monotonic()))
@@ -123,7 +126,7 @@ class HttpGateway:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _no_stdio_writer(line: bytes) -> None:
+def _no_stdio_writer(message: Any) -> None:
     # Every HTTP message is consumed with a reply callback, so nothing is ever written here.
     logger.error("An HTTP session tried to write outside a reply; dropped")
 
@@ -404,13 +407,13 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint, protocol = self.gateway.new_session_parts()
         status, answer = self._exchange(endpoint, message, caller)
         if protocol.version is None:  # refused: no session comes of it
-            endpoint.shutdown(0.0)
+            endpoint.shutdown(0.0, 0.0)
             self._send_answer(status, answer)
             return
         try:
             session = self.gateway.sessions.add(endpoint, protocol, caller)
         except SessionStoreFull as exc:
-            endpoint.shutdown(0.0)
+            endpoint.shutdown(0.0, 0.0)
             self._rpc_error(503, REFUSED, str(exc), _echoable(message.get("id")))
             return
         self._send_answer(status, answer, {SESSION_HEADER: session.session_id})
@@ -432,7 +435,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _exchange(self, endpoint: Endpoint, message: Any, caller: str | None) -> tuple[int, bytes | None]:
         """Hand `message` to the endpoint and wait for its answer; (0, None) if the client left."""
         replies: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
-        endpoint.consume(message, caller=caller, reply=replies.put)
+
+        def reply(answer: Any) -> None:
+            # Encoded here, on the endpoint's side: one that cannot be encoded raises, and the
+            # endpoint answers the id with an internal error instead.
+            replies.put(None if answer is None else encode(answer))
+
+        endpoint.consume(message, caller=caller, reply=reply)
         status = 400 if isinstance(message, Unreadable) else 200
         while True:
             try:

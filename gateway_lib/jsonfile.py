@@ -11,8 +11,8 @@ import bisect
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import ConfigError, Problem
@@ -194,9 +194,11 @@ def _duplicate_message(key_path: JsonPath) -> str:
 
 def _read_text(file: str) -> str:
     try:
-        raw = Path(file).read_bytes()
+        raw = _read_regular_file(file)
     except FileNotFoundError:
         raise ConfigError([Problem(file, "$", "file not found")]) from None
+    except _NotRegular as exc:
+        raise ConfigError([Problem(file, "$", f"{exc}: a config must be a regular file")]) from None
     except OSError as exc:
         raise ConfigError([Problem(file, "$", f"cannot read file: {exc.strerror}")]) from None
     try:
@@ -204,3 +206,27 @@ def _read_text(file: str) -> str:
     except UnicodeDecodeError as exc:
         message = f"file is not valid UTF-8 (bad byte at offset {exc.start}): save it as UTF-8"
         raise ConfigError([Problem(file, "$", message)]) from None
+
+
+class _NotRegular(OSError):
+    pass
+
+
+def _read_regular_file(file: str) -> bytes:
+    """The bytes of `file`, refusing anything but a regular file.
+
+    Opened without blocking and checked on the open descriptor: reading a FIFO (or a
+    device, or a socket) left where a config was would block its reader, and with it a
+    reload and everything waiting on the config, forever.
+    """
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode) else "a special file"
+            raise _NotRegular(f"it is {kind}")
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            return stream.read()
+    finally:
+        os.close(fd)

@@ -94,11 +94,6 @@ class Reloader:
         rules_ok = self.reload_rules()
         return servers_ok and rules_ok
 
-    def reload(self, kind: str) -> bool:
-        if kind not in KINDS:
-            raise ValueError(f"Unknown config kind {kind!r}")
-        return self._reload(kind)
-
     def status(self) -> dict[str, dict[str, Any]]:
         """Per file: path, last attempt and success, last error, counts, current warnings."""
         snapshot = self._store.current()
@@ -160,6 +155,11 @@ class Reloader:
     def _record(self, kind: str, path: str, outcome: str, **fields: Any) -> None:
         if self._audit is not None:
             self._audit.record("config_reload", file=kind, path=path, outcome=outcome, **fields)
+
+
+def startup_warnings(snapshot: Snapshot) -> list[str]:
+    """Every warning of both files, for the log at start-up (the loaders log none themselves)."""
+    return [warning for kind in KINDS for warning in _warnings_by_file(snapshot)[kind]]
 
 
 def _warnings_by_file(snapshot: Snapshot) -> dict[str, list[str]]:

@@ -1,8 +1,10 @@
 """The JSON-RPC 2.0 endpoint: envelopes, ids, the worker pool, cancellation, batches.
 
-Knows nothing of MCP: methods are strings, params and results are plain values. This is
-the one place where exceptions become wire errors, and every request is answered exactly
-once (or, if the client cancelled it, not at all).
+Knows nothing of MCP: methods are strings, params and results are plain values, handed
+to `send` as such (only the transport encodes them). This is the one place where
+exceptions become wire errors, on the way in (a handler raising) and on the way out (a
+result that cannot be encoded), and every request is answered exactly once (or, if the
+client cancelled it, not at all), including at shutdown.
 """
 
 from __future__ import annotations
@@ -14,11 +16,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 
 from .errors import InternalError, InvalidRequest, MethodNotFound, RequestCancelled, RpcError
-from .framing import Unreadable, encode
+from .framing import Unreadable, encode, valid_request_id
 
 logger = logging.getLogger(__name__)
 
 Respond = Callable[[dict | None], None]
+# Hands one JSON value (a message, or a batch's array) to the transport, which encodes and
+# delivers it; raises (ValueError, TypeError, RecursionError ...) when it cannot be encoded.
+Send = Callable[[Any], None]
+
+# After the grace, cancelled work gets this long to answer before shutdown answers for it.
+CANCEL_WAIT_S = 1.0
 
 
 @dataclass
@@ -42,10 +50,6 @@ class _Envelope(NamedTuple):
     method: str
     params: Any
     is_notification: bool
-
-
-def _valid_id(value: Any) -> bool:
-    return isinstance(value, (str, int)) and not isinstance(value, bool)
 
 
 def _id_key(request_id: Any) -> tuple[bool, Any]:
@@ -82,7 +86,7 @@ def _open_envelope(message: Any) -> _Envelope | None:
         raise _BadEnvelope("A request must be a JSON object")
     has_id = "id" in message
     request_id = message.get("id")
-    if has_id and not _valid_id(request_id):
+    if has_id and not valid_request_id(request_id):
         raise _BadEnvelope("Request id must be a string or an integer")
     if message.get("jsonrpc") != "2.0":
         raise _BadEnvelope('The "jsonrpc" member must be exactly "2.0"', request_id)
@@ -100,9 +104,9 @@ def _open_envelope(message: Any) -> _Envelope | None:
 
 
 class _BatchCollector:
-    """Gathers one answer (or None) per batch element and writes the array once all are in."""
+    """Gathers one answer (or None) per batch element and sends the array once all are in."""
 
-    def __init__(self, size: int, send: Callable[[Any], None]):
+    def __init__(self, size: int, send: Callable[[list[dict]], None]):
         self._pending = size
         self._answers: list[dict] = []
         self._lock = threading.Lock()
@@ -111,21 +115,40 @@ class _BatchCollector:
     def respond(self, response: dict | None) -> None:
         with self._lock:
             if response is not None:
-                self._answers.append(_sendable(response))
+                self._answers.append(response)
             self._pending -= 1
             done = self._pending == 0
         if done:
-            self._send(self._answers or None)  # None: nothing to answer, which a reply callback hears
+            self._send(self._answers)  # empty: nothing to answer (a reply callback hears None)
 
 
-def _sendable(response: dict) -> dict:
-    """The response itself if it can be encoded, else an internal error for the same id."""
-    try:
-        encode(response)
-        return response
-    except (TypeError, ValueError):
-        logger.exception("Result of request %r could not be encoded", response.get("id"))
-        return _response(response.get("id"), error=InternalError("Result could not be encoded as JSON"))
+class _AnswerOnce:
+    """A request's `respond`, which lets only the first answer (or silence) through.
+
+    Shutdown may answer for a request whose worker is stuck; should the worker finish
+    after all, its answer is dropped here rather than sent a second time.
+    """
+
+    def __init__(self, respond: Respond):
+        self._respond = respond
+        self._lock = threading.Lock()
+        self._done = False
+
+    def __call__(self, response: dict | None) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._respond(response)
+
+
+_NOT_ENCODABLE = "Result could not be encoded as JSON"
+
+
+class _Pending(NamedTuple):
+    context: RequestContext
+    future: Future
+    respond: _AnswerOnce
 
 
 class Endpoint:
@@ -135,7 +158,7 @@ class Endpoint:
         self,
         methods: Mapping[str, Method],
         notifications: Mapping[str, Callable[[Any], None]],
-        write: Callable[[bytes], None],
+        send: Send,
         *,
         max_workers: int = 8,
         cancel_notification: str | None = None,
@@ -144,39 +167,47 @@ class Endpoint:
     ):
         self._methods = methods
         self._notifications = notifications
-        self._write = write
+        self._transport_send = send
         self._cancel_notification = cancel_notification
         self._batches_allowed = batches_allowed
         # A shared pool (one per HTTP gateway, many endpoints) is its owner's to shut down.
         self._owns_pool = pool is None
         self._pool = pool or ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-worker")
-        self._in_flight: dict[tuple[bool, Any], tuple[RequestContext, Future]] = {}
+        self._in_flight: dict[tuple[bool, Any], _Pending] = {}
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._busy_workers = 0  # running a request, or blocked delivering its answer
         self._closing = False
 
     # --- input -----------------------------------------------------------------------
 
-    def consume(self, message: Any, *, caller: Any = None, reply: Callable[[bytes | None], None] | None = None) -> None:
+    def consume(self, message: Any, *, caller: Any = None, reply: Send | None = None) -> None:
         """Handle one message (or batch). With `reply`, its answer goes there instead of to
-        `write`, exactly once: the encoded answer, or None when there is none to send (a
-        notification, a response, a request the client cancelled). `caller` reaches the
-        handlers as `context.caller`."""
-        send = self._send if reply is None else (lambda answer: reply(None if answer is None else self._encoded(answer)))
+        `send`, exactly once: the answer, or None when there is none (a notification, a
+        response, a request the client cancelled). `caller` reaches handlers as
+        `context.caller`."""
+        send, send_batch = self._send, self._send_batch
+        if reply is not None:
+            def send(answer: dict | None) -> None:
+                reply(None) if answer is None else self._send(answer, reply)
+
+            def send_batch(answers: list[dict]) -> None:
+                reply(None) if not answers else self._send_batch(answers, reply)
         if isinstance(message, Unreadable):
             send(_response(message.request_id, error=message.error))
         elif isinstance(message, list):
-            self._consume_batch(message, send, caller)
+            self._consume_batch(message, send, send_batch, caller)
         else:
             self._consume_one(message, send, caller)
 
-    def _consume_batch(self, batch: list, send: Callable[[Any], None], caller: Any) -> None:
+    def _consume_batch(self, batch: list, send: Respond, send_batch: Callable[[list[dict]], None], caller: Any) -> None:
         if not batch:
             send(_response(None, error=InvalidRequest("A batch must not be empty")))
             return
         if not self._batches_allowed():
             send(_response(None, error=InvalidRequest("Batches are not supported in this protocol version")))
             return
-        collector = _BatchCollector(len(batch), send)
+        collector = _BatchCollector(len(batch), send_batch)
         for message in batch:
             self._consume_one(message, collector.respond, caller)
 
@@ -225,25 +256,34 @@ class Endpoint:
                 if self._closing:
                     respond(_response(envelope.request_id, error=_SHUTTING_DOWN))
                     return
-                future = self._pool.submit(self._run_pooled, method, envelope, context, respond)
-                self._in_flight[key] = (context, future)
+                once = _AnswerOnce(respond)
+                future = self._pool.submit(self._run_pooled, method, envelope, context, once)
+                self._in_flight[key] = _Pending(context, future, once)
                 return
         respond(self._run(method, envelope, context))
 
     # --- work ------------------------------------------------------------------------
 
     def _run_pooled(self, method: Method, envelope: _Envelope, context: RequestContext, respond: Respond) -> None:
+        with self._lock:
+            self._busy_workers += 1
         try:
-            response = self._run(method, envelope, context)
+            try:
+                # Queued when shutdown began: answered at once instead of started.
+                response = None if context.by_shutdown else self._run(method, envelope, context)
+            finally:
+                with self._lock:
+                    self._in_flight.pop(_id_key(envelope.request_id), None)
+            if context.cancelled.is_set() and not context.by_shutdown:
+                respond(None)  # the client cancelled it and expects no answer
+            elif response is None:
+                respond(_response(envelope.request_id, error=_SHUTTING_DOWN))  # still answered, once
+            else:
+                respond(response)
         finally:
             with self._lock:
-                self._in_flight.pop(_id_key(envelope.request_id), None)
-        if context.cancelled.is_set() and not context.by_shutdown:
-            respond(None)  # the client cancelled it and expects no answer
-        elif response is None:
-            respond(_response(envelope.request_id, error=_SHUTTING_DOWN))  # still answered, once
-        else:
-            respond(response)
+                self._busy_workers -= 1
+                self._idle.notify_all()
 
     def _run(self, method: Method, envelope: _Envelope, context: RequestContext) -> dict | None:
         """The single boundary where exceptions become wire errors."""
@@ -260,51 +300,105 @@ class Endpoint:
 
     def _cancel(self, params: Any) -> None:
         request_id = params.get("requestId") if isinstance(params, dict) else None
-        if not _valid_id(request_id):
+        if not valid_request_id(request_id):
             return
         with self._lock:
             entry = self._in_flight.get(_id_key(request_id))
         if entry is None:
             logger.debug("Cancellation for unknown or finished request %r", request_id)
             return
-        entry[0].cancelled.set()
+        entry.context.cancelled.set()
 
     # --- output ----------------------------------------------------------------------
 
-    def _send(self, message: dict | list | None) -> None:
+    def _send(self, message: dict | None, to: Send | None = None) -> None:
+        """The output side of the boundary: whatever encoding raises, the id gets an answer."""
         if message is None:
             return
-        self._write(self._encoded(message))
+        to = to or self._transport_send
+        try:
+            to(message)
+        except Exception:
+            logger.exception("Answer to request %r could not be encoded", message.get("id"))
+            to(_not_encodable(message))
 
-    @staticmethod
-    def _encoded(message: dict | list) -> bytes:
-        if isinstance(message, dict):
-            message = _sendable(message)
-        return encode(message)
+    def _send_batch(self, answers: list[dict], to: Send | None = None) -> None:
+        if not answers:
+            return
+        to = to or self._transport_send
+        try:
+            to(answers)
+        except Exception:
+            # Rare (batches exist in one protocol version): find the answers that fail.
+            logger.exception("A batch answer could not be encoded")
+            to([answer if _encodable(answer) else _not_encodable(answer) for answer in answers])
 
     # --- shutdown --------------------------------------------------------------------
 
-    def shutdown(self, grace_s: float) -> None:
-        """Let in-flight work finish for `grace_s`, then cancel what is left.
+    def refuse_new_requests(self) -> None:
+        """From here on a request that would need a worker is answered "shutting down"."""
+        with self._lock:
+            self._closing = True
 
-        New requests are refused from here on; a request cancelled here (not by the
-        client) is still answered, with an error saying the gateway is shutting down.
+    def shutdown(self, grace_s: float, cancel_wait_s: float = CANCEL_WAIT_S) -> None:
+        """Let in-flight work finish for `grace_s`, then cancel what is left; returns
+        within about `grace_s + cancel_wait_s`, whatever handlers do.
+
+        New requests are refused from here on. Every request received before is answered
+        exactly once: by its handler, or, when cancelled here (not by the client), still
+        queued, or stuck past `cancel_wait_s`, with an error saying the gateway is
+        shutting down.
         """
         with self._lock:
             self._closing = True
-            futures = [future for _, future in self._in_flight.values()]
-        _, still_running = wait(futures, timeout=grace_s)
-        if still_running:
-            logger.info("Cancelling %d request(s) still running at shutdown", len(still_running))
+            futures = [pending.future for pending in self._in_flight.values()]
+        _, unfinished = wait(futures, timeout=grace_s)
+        if unfinished:
+            logger.info("Cancelling %d request(s) not finished at shutdown", len(unfinished))
             with self._lock:
-                for context, _ in self._in_flight.values():
-                    context.by_shutdown = True
-                    context.cancelled.set()
-            wait(still_running, timeout=grace_s)
+                for pending in self._in_flight.values():
+                    if not pending.context.cancelled.is_set():  # the client's own cancels stay unanswered
+                        pending.context.by_shutdown = True
+                        pending.context.cancelled.set()
+            wait(unfinished, timeout=cancel_wait_s)
+        with self._lock:
+            left = [pending for pending in self._in_flight.values() if pending.context.by_shutdown]
+        if left:
+            # On a thread of its own: the wire itself may be what the stuck work is stuck on.
+            answering = threading.Thread(target=self._answer_shutting_down, args=(left,),
+                                         name="gateway-shutdown-answers", daemon=True)
+            answering.start()
+            answering.join(cancel_wait_s)
         if self._owns_pool:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    @staticmethod
+    def _answer_shutting_down(left: list[_Pending]) -> None:
+        for pending in left:
+            pending.future.cancel()
+            pending.respond(_response(pending.context.request_id, error=_SHUTTING_DOWN))
+
+    def wait_workers_idle(self, timeout: float) -> bool:
+        """True once no worker is running or answering a request (False after `timeout`).
+
+        A worker can stay busy past shutdown only when blocked on the wire itself.
+        """
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy_workers == 0, timeout)
 
     @property
     def in_flight(self) -> int:
         with self._lock:
             return len(self._in_flight)
+
+
+def _not_encodable(message: dict) -> dict:
+    return _response(message.get("id"), error=InternalError(_NOT_ENCODABLE))
+
+
+def _encodable(message: dict) -> bool:
+    try:
+        encode(message)
+    except Exception:
+        return False
+    return True

@@ -113,7 +113,8 @@ class CallRecord:
     def audit_fields(self) -> dict[str, Any]:
         args = self.arguments.get("args")
         return {
-            "agent": self.agent,
+            # Unresolved (refused): the id as the call gave it, so a refusal shows who tried.
+            "agent": self.agent if self.agent is not None else _str_or_none(self.arguments.get("agent_id")),
             "tool": self.tool,
             "server": _str_or_none(self.arguments.get("server")),
             "downstream_tool": _str_or_none(self.arguments.get("tool")),
@@ -189,6 +190,8 @@ class GatewayTools:
             raise
         except GatewayError as exc:
             record.outcome, record.error_code = "error", exc.code
+            if record.agent is None:  # the identity itself was refused
+                record.decision = "deny"
             return exc.to_result()
         except RequestCancelled:
             record.outcome = "cancelled"

@@ -2,7 +2,10 @@
 
 A watchdog observer watches the directories that hold the files: the directory of each
 path as configured and, when that is a symlink, the directory of the file it points to.
-Watching directories rather than files is what catches every way of saving:
+A directory that does not exist yet (a symlink re-pointed at a folder still to be made) is
+waited for at its nearest existing ancestor: its creation there reloads the file and
+watches the new directory. Watching directories rather than files is what catches every
+way of saving:
 
     in-place write           modified / closed events on the file
     temp file, rename over   a move whose *destination* is the file
@@ -29,6 +32,8 @@ from watchdog.events import (
     EVENT_TYPE_DELETED,
     EVENT_TYPE_MODIFIED,
     EVENT_TYPE_MOVED,
+    DirCreatedEvent,
+    DirMovedEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -50,8 +55,10 @@ DEFAULT_MAX_DELAY_S = 1.0
 # Opened and closed-without-writing events come from reading, our own reloads included:
 # reacting to them would reload forever.
 _CHANGES = frozenset({EVENT_TYPE_MODIFIED, EVENT_TYPE_CLOSED, EVENT_TYPE_CREATED, EVENT_TYPE_MOVED, EVENT_TYPE_DELETED})
-# The same, asked of the kernel where the backend can filter (inotify does).
-_CHANGE_EVENTS = [FileModifiedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent]
+# The same, asked of the kernel where the backend can filter (inotify does); directories
+# appearing matter only where a config's directory is awaited.
+_CHANGE_EVENTS = [FileModifiedEvent, FileClosedEvent, FileCreatedEvent, FileMovedEvent, FileDeletedEvent,
+                  DirCreatedEvent, DirMovedEvent]
 
 
 class Debouncer:
@@ -154,6 +161,7 @@ class ConfigWatcher:
         self._handler = _Handler(self._on_event)
         self._watched: set[str] = set()
         self._names: dict[str, str] = self._file_names()
+        self._awaited: dict[str, set[str]] = {}  # missing directory -> kinds of the files in it
 
     def start(self) -> None:
         try:
@@ -186,7 +194,10 @@ class ConfigWatcher:
     # --- events -----------------------------------------------------------------------
 
     def _on_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or event.event_type not in _CHANGES:
+        if event.event_type not in _CHANGES:
+            return
+        if event.is_directory:
+            self._on_directory_event(event)
             return
         names = self._names
         # An editor that renames its temp file over the config names it only as dest_path.
@@ -194,6 +205,16 @@ class ConfigWatcher:
                  and os.fsdecode(path) in names}
         if kinds:
             logger.debug("Config change %s on %s", event.event_type, sorted(kinds))
+            self._debouncer.push(kinds)
+
+    def _on_directory_event(self, event: FileSystemEvent) -> None:
+        awaited = self._awaited
+        paths = [os.fsdecode(path) for path in (event.src_path, event.dest_path) if path]
+        # The awaited directory itself, or one of its missing ancestors, has appeared.
+        kinds = {kind for missing, missing_kinds in awaited.items() for kind in missing_kinds
+                 if any(missing == path or missing.startswith(path.rstrip(os.sep) + os.sep) for path in paths)}
+        if kinds:
+            logger.debug("Awaited config directory appeared (%s)", sorted(kinds))
             self._debouncer.push(kinds)
 
     def _reload(self, kinds: frozenset[str]) -> None:
@@ -217,9 +238,24 @@ class ConfigWatcher:
     def _refresh_watches(self) -> None:
         names = self._file_names()
         self._names = names  # one reference swap: the observer thread reads it unlocked
-        for directory in sorted({os.path.dirname(name) for name in names} - self._watched):
-            if not os.path.isdir(directory):
-                continue  # a dangling symlink's target directory; tried again next time
+        awaited: dict[str, set[str]] = {}
+        for name, kind in names.items():
+            directory = os.path.dirname(name)
+            if not os.path.isdir(directory):  # a re-pointed symlink's target, not made yet
+                awaited.setdefault(directory, set()).add(kind)
+        self._awaited = awaited  # swapped whole, like the names
+        wanted = {os.path.dirname(name) for name in names} - awaited.keys()
+        wanted |= {_nearest_existing(directory) for directory in awaited}
+        for directory in sorted(wanted - self._watched):
             self._observer.schedule(self._handler, directory, recursive=False, event_filter=_CHANGE_EVENTS)
             self._watched.add(directory)
             logger.debug("Watching %s", directory)
+
+
+def _nearest_existing(directory: str) -> str:
+    while not os.path.isdir(directory):
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return directory

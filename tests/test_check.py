@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -136,3 +137,58 @@ def test_check_as_a_command_prints_on_stdout_and_exits_with_its_code(tmp_path):
     invalid = subprocess.run(argv, capture_output=True, timeout=60, env=harness.gateway_env())
     assert invalid.returncode == 1
     assert f"error: {rules_path}:1: $: not valid JSON" in invalid.stdout.decode()
+
+
+def run_check_command(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(harness.GATEWAY), "check", *argv]
+    return subprocess.run(command, capture_output=True, timeout=60, env=harness.gateway_env(env))
+
+
+def test_check_prints_each_warning_once_on_stdout_and_nothing_on_stderr(tmp_path):
+    mcp_path = write(tmp_path / ".mcp.json", {"mcpServers": {"db": {"command": "${DB_COMMAND_NOT_SET}"}}})
+    rules_path = write(tmp_path / "rules.json", {"agents": {"dev": {"allow": {"servers": ["db", "pg"]}}}})
+    done = run_check_command("--mcp-config", str(mcp_path), "--rules", str(rules_path))
+    stdout = done.stdout.decode()
+    assert done.returncode == 0
+    assert stdout.count("DB_COMMAND_NOT_SET") == 1 and stdout.count("server 'pg'") == 1
+    assert done.stderr == b""
+
+
+def test_a_config_that_is_a_fifo_is_an_error_not_a_hang(tmp_path):
+    mcp_path = tmp_path / ".mcp.json"
+    os.mkfifo(mcp_path)
+    rules_path = write(tmp_path / "rules.json", GOOD_RULES)
+    done = run_check_command("--mcp-config", str(mcp_path), "--rules", str(rules_path))
+    assert done.returncode == 1
+    assert f"error: {mcp_path}: $: it is a FIFO: a config must be a regular file" in done.stdout.decode()
+
+
+@pytest.mark.parametrize("argv, environ, expected", [
+    (("--agent", "ghost"), {}, "warning: pinned agent 'ghost' (--agent / GATEWAY_AGENT) is not in the rules"),
+    ((), {"GATEWAY_AGENT": "ghost"}, "warning: pinned agent 'ghost'"),
+    ((), {"GATEWAY_DEFAULT_AGENT": "ghost"}, "warning: GATEWAY_DEFAULT_AGENT 'ghost' is not in the rules"),
+], ids=["--agent", "GATEWAY_AGENT", "GATEWAY_DEFAULT_AGENT"])
+def test_check_warns_of_a_pinned_or_default_agent_the_rules_lack(tmp_path, argv, environ, expected):
+    mcp_path, rules_path = write(tmp_path / ".mcp.json", GOOD_SERVERS), write(tmp_path / "rules.json", GOOD_RULES)
+    code, output = check("--mcp-config", str(mcp_path), "--rules", str(rules_path), *argv, environ=environ)
+    assert code == 0
+    assert expected in output
+    assert "0 error(s), 1 warning(s)" in output
+
+
+@pytest.mark.parametrize("argv, environ, source", [
+    (("--agent", ""), {}, "--agent"),
+    ((), {"GATEWAY_AGENT": ""}, "GATEWAY_AGENT"),
+    ((), {"GATEWAY_DEFAULT_AGENT": "two words"}, "GATEWAY_DEFAULT_AGENT"),
+], ids=["empty --agent", "empty GATEWAY_AGENT", "invalid GATEWAY_DEFAULT_AGENT"])
+def test_check_reports_an_agent_setting_the_gateway_would_refuse_as_an_error(tmp_path, argv, environ, source):
+    mcp_path, rules_path = write(tmp_path / ".mcp.json", GOOD_SERVERS), write(tmp_path / "rules.json", GOOD_RULES)
+    code, output = check("--mcp-config", str(mcp_path), "--rules", str(rules_path), *argv, environ=environ)
+    assert code == 1
+    assert f"error: {source} " in output and "agent id" in output
+
+
+def test_a_pinned_agent_in_the_rules_passes_check(tmp_path):
+    mcp_path, rules_path = write(tmp_path / ".mcp.json", GOOD_SERVERS), write(tmp_path / "rules.json", GOOD_RULES)
+    code, output = check("--mcp-config", str(mcp_path), "--rules", str(rules_path), "--agent", "dev")
+    assert (code, output.splitlines()[-1]) == (0, "0 error(s), 0 warning(s)")

@@ -100,11 +100,22 @@ def test_encode_refuses_nan_rather_than_sending_invalid_json():
         encode({"x": float("nan")})
 
 
-def test_writer_survives_a_closed_client():
+def test_writer_survives_a_closed_client_and_stops_writing_to_it():
     class Closed(io.BytesIO):
+        attempts = 0
+
         def write(self, data):
+            Closed.attempts += 1
             raise BrokenPipeError()
 
     writer = MessageWriter(Closed())
-    writer.write(b"{}\n")
-    writer.write(b"{}\n")  # no exception the second time either
+    writer.write({})
+    writer.write({})  # no exception the second time either, and no second attempt
+    assert Closed.attempts == 1
+
+
+def test_writer_raises_on_a_value_it_cannot_encode_and_writes_nothing():
+    stream = io.BytesIO()
+    with pytest.raises(ValueError):
+        MessageWriter(stream).write({"x": float("nan")})
+    assert stream.getvalue() == b""

@@ -221,7 +221,7 @@ def test_the_session_store_evicts_the_oldest_idle_session_when_full():
         def __init__(self, name):
             self.name = name
 
-        def shutdown(self, grace):
+        def shutdown(self, grace, cancel_wait=None):
             ended.append(self.name)
 
     oldest = store.add(Part("a"), None, None)
@@ -237,7 +237,7 @@ def test_the_session_store_expires_sessions_idle_past_the_ttl_but_not_busy_ones(
     store = SessionStore(ttl_s=10, clock=lambda: now[0])
 
     class Part:
-        def shutdown(self, grace):
+        def shutdown(self, grace, cancel_wait=None):
             pass
 
     idle = store.add(Part(), None, None)
@@ -284,6 +284,19 @@ def test_a_host_that_cannot_be_bound_is_one_clear_line_and_exit_2(servers):
     assert process.returncode == 2
     errors = [line for line in process.stderr.decode().splitlines() if " ERROR " in line]
     assert len(errors) == 1 and "127.0.0.1.invalid" in errors[0], process.stderr
+
+
+@pytest.mark.parametrize("env", [{"GATEWAY_TRANSPORT": "carrier-pigeon"},
+                                 {"GATEWAY_TRANSPORT": "http", "GATEWAY_HTTP_PORT": "70000"},
+                                 {"GATEWAY_TRANSPORT": "http", "GATEWAY_HTTP_SESSION_TTL_S": "0.5"}],
+                         ids=["unknown transport", "port out of range", "ttl under 1 s"])
+def test_a_bad_http_setting_stops_the_gateway_before_it_starts_with_exit_2(servers, env):
+    config_dir, _ = servers
+    process = subprocess.run([sys.executable, *harness.gateway_argv(config_dir.mcp_config, config_dir.rules)],
+                             stdin=subprocess.DEVNULL, capture_output=True, env=harness.gateway_env(env), timeout=60)
+    variable = [name for name in env if name != "GATEWAY_TRANSPORT"] or ["GATEWAY_TRANSPORT"]
+    assert process.returncode == 2 and variable[0] in process.stderr.decode(), process.stderr
+    assert b"serving" not in process.stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

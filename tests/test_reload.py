@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import queue
+import threading
 
 import pytest
 
@@ -153,3 +157,27 @@ def test_reload_all_reloads_each_file_even_when_the_other_fails(setup):
     assert reloader.reload_all() is False
     assert list(store.current().rules.agents) == ["ops"]
     assert sorted(store.current().servers.servers) == ["a", "b"]
+
+
+def test_a_reload_logs_each_warning_once(setup, caplog):
+    mcp, rules, store, audit, reloader = setup
+    write(mcp, {"mcpServers": {"a": {"command": "${NOT_SET_ANYWHERE}"}}})
+    with caplog.at_level(logging.WARNING, logger="gateway_lib"):
+        assert reloader.reload_servers() is True
+    logged = [record for record in caplog.records if "NOT_SET_ANYWHERE" in record.getMessage()]
+    assert len(logged) == 1
+
+
+@pytest.mark.parametrize("kind", [MCP_CONFIG, GATEWAY_RULES])
+def test_a_config_replaced_by_a_fifo_is_rejected_at_once_and_the_config_stays(setup, kind):
+    mcp, rules, store, audit, reloader = setup
+    path = mcp if kind == MCP_CONFIG else rules
+    before = store.current()
+    path.unlink()
+    os.mkfifo(path)  # nobody writes to it: reading it would block for ever
+    done: queue.Queue = queue.Queue()
+    reload = reloader.reload_servers if kind == MCP_CONFIG else reloader.reload_rules
+    threading.Thread(target=lambda: done.put(reload()), name="test-fifo-reload", daemon=True).start()
+    assert done.get(timeout=10) is False
+    assert store.current() is before
+    assert "FIFO" in reloader.status()[kind]["last_error"]

@@ -15,20 +15,21 @@ from gateway_lib.errors import (
     InvalidParams,
     RequestCancelled,
 )
-from gateway_lib.framing import decode_line
+from gateway_lib.framing import decode_line, encode
 from gateway_lib.rpc import Endpoint, Method
 
 WAIT_S = 5
 
 
 class Wire:
-    """Collects written lines; `next()` waits (bounded) for the next one."""
+    """Encodes what it is sent as the real writer does, and collects it; `next()` waits
+    (bounded) for the next message."""
 
     def __init__(self):
         self.lines: queue.Queue = queue.Queue()
 
-    def write(self, line: bytes) -> None:
-        self.lines.put(json.loads(line))
+    def write(self, message) -> None:
+        self.lines.put(json.loads(encode(message)))
 
     def next(self):
         return self.lines.get(timeout=WAIT_S)
@@ -308,4 +309,103 @@ def test_an_inline_request_reusing_an_in_flight_id_is_refused(wire):
     release.set()
     assert wire.next() == {"jsonrpc": "2.0", "id": 1, "result": {"released": True}}
     ep.shutdown(WAIT_S)
+    wire.assert_silent()
+
+
+def _nested(depth: int) -> list:
+    value: list = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class _RaisingMapping(dict):
+    """A result whose encoding raises something that is neither TypeError nor ValueError."""
+
+    def items(self):
+        raise RuntimeError("raised while encoding")
+
+
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "pooled"])
+@pytest.mark.parametrize("result", [lambda: _nested(100_000), lambda: _RaisingMapping(a=1)],
+                         ids=["RecursionError", "RuntimeError"])
+def test_whatever_raises_while_encoding_an_answer_the_request_gets_one_internal_error_and_serving_goes_on(
+        wire, inline, result):
+    ep = make_endpoint(wire, {"bad": Method(lambda p, c: result(), inline=inline)})
+    ep.consume({"jsonrpc": "2.0", "id": 1, "method": "bad"})  # an inline answer raising here would kill the reader
+    answer = wire.next()
+    assert answer["id"] == 1
+    assert answer["error"]["code"] == INTERNAL_ERROR
+    ep.consume({"jsonrpc": "2.0", "id": 2, "method": "echo", "params": {"ok": True}})
+    assert wire.next() == {"jsonrpc": "2.0", "id": 2, "result": {"ok": True}}
+    ep.shutdown(WAIT_S)
+    wire.assert_silent()
+
+
+def test_a_batch_answer_that_cannot_be_encoded_keeps_the_answers_that_can(wire):
+    ep = make_endpoint(wire, {"bad": Method(lambda p, c: _nested(100_000), inline=True)}, batches=True)
+    ep.consume([{"jsonrpc": "2.0", "id": 1, "method": "bad"}, {"jsonrpc": "2.0", "id": 2, "method": "echo", "params": {}}])
+    by_id = {answer["id"]: answer for answer in wire.next()}
+    assert by_id[1]["error"]["code"] == INTERNAL_ERROR
+    assert by_id[2]["result"] == {}
+    ep.shutdown(WAIT_S)
+
+
+def test_shutdown_answers_every_queued_request_exactly_once(wire):
+    started = threading.Event()
+
+    def stubborn(params, ctx):
+        started.set()
+        ctx.cancelled.wait(WAIT_S)
+        raise RequestCancelled()
+
+    ep = Endpoint({"stubborn": Method(stubborn)}, {}, wire.write, max_workers=1)
+    for request_id in (1, 2, 3):  # one runs, two wait in the queue for the only worker
+        ep.consume({"jsonrpc": "2.0", "id": request_id, "method": "stubborn"})
+    assert started.wait(WAIT_S)
+    ep.shutdown(0.05)
+    answers = [wire.next() for _ in range(3)]
+    assert sorted(answer["id"] for answer in answers) == [1, 2, 3]
+    assert {answer["error"]["code"] for answer in answers} == {INTERNAL_ERROR}
+    assert all("shutting down" in answer["error"]["message"] for answer in answers)
+    wire.assert_silent()
+
+
+def test_shutdown_answers_for_a_handler_that_ignores_cancellation_and_drops_its_late_answer(wire):
+    started, release, returned = threading.Event(), threading.Event(), threading.Event()
+
+    def deaf(params, ctx):
+        started.set()
+        release.wait(WAIT_S)  # never looks at ctx.cancelled
+        returned.set()
+        return {"late": True}
+
+    ep = make_endpoint(wire, {"deaf": Method(deaf)})
+    ep.consume({"jsonrpc": "2.0", "id": "d", "method": "deaf"})
+    assert started.wait(WAIT_S)
+    ep.shutdown(0.05, cancel_wait_s=0.05)
+    answer = wire.next()
+    assert answer["id"] == "d" and answer["error"]["code"] == INTERNAL_ERROR
+    release.set()
+    assert returned.wait(WAIT_S)
+    ep._pool.shutdown(wait=True)  # the worker has delivered (or dropped) whatever it had
+    wire.assert_silent()
+
+
+def test_a_request_cancelled_by_the_client_stays_unanswered_at_shutdown(wire):
+    started, seen = threading.Event(), threading.Event()
+
+    def slow_to_stop(params, ctx):
+        started.set()
+        ctx.cancelled.wait(WAIT_S)
+        seen.set()
+        raise RequestCancelled()
+
+    ep = make_endpoint(wire, {"slow": Method(slow_to_stop)})
+    ep.consume({"jsonrpc": "2.0", "id": "c", "method": "slow"})
+    assert started.wait(WAIT_S)
+    ep.consume({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "c"}})
+    assert seen.wait(WAIT_S)
+    ep.shutdown(WAIT_S)
+    ep._pool.shutdown(wait=True)
     wire.assert_silent()

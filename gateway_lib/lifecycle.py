@@ -1,0 +1,135 @@
+"""The serving process's life: its signal handlers, threads that die, and an exit that cannot hang.
+
+    SIGTERM, SIGINT, SIGQUIT   stop (the same clean shutdown as stdin EOF)
+    SIGHUP                     reload both config files; remembered until a reloader exists
+
+The handlers are installed before anything else is done, so an early signal never meets a
+default action (SIGHUP's and SIGQUIT's would end the process). A thread that dies of an
+uncaught exception is logged in one line and listed in status. And once shutdown has had
+its bounded time, a thread still stuck (a worker blocked writing to a client that stopped
+reading) does not keep the process alive: the interpreter would join it forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any, Callable
+
+logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGQUIT") if hasattr(signal, name))
+RELOAD_SIGNAL = getattr(signal, "SIGHUP", None)
+
+
+class Signals:
+    """The process's signal handlers: `stop` is set on a stop signal; SIGHUP calls the
+    reload callback, or is remembered until `on_reload` gives one."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self._reload: Callable[[], None] | None = None
+        self._reload_requested = False
+
+    def install(self) -> "Signals":
+        handled = list(STOP_SIGNALS)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._on_stop)
+        if RELOAD_SIGNAL is not None:
+            signal.signal(RELOAD_SIGNAL, self._on_reload)
+            handled.append(RELOAD_SIGNAL)
+        # A parent may start us with these blocked; one sent meanwhile is delivered now, to
+        # the handler, and later ones are not held back.
+        if hasattr(signal, "pthread_sigmask"):
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
+        return self
+
+    def on_reload(self, callback: Callable[[], None]) -> None:
+        """From now on SIGHUP calls `callback` (which must only hand the work to a thread)."""
+        self._reload = callback
+        if self._reload_requested:
+            self._reload_requested = False
+            callback()
+
+    def _on_stop(self, *_: Any) -> None:
+        self.stop.set()
+
+    def _on_reload(self, *_: Any) -> None:
+        callback = self._reload
+        if callback is None:
+            self._reload_requested = True
+        else:
+            callback()
+
+
+class ThreadDeaths:
+    """Catches every thread's uncaught exception: one log line, and a list for status.
+
+    Only the exception's type (and, for a missing module, its name) is kept: a message
+    could quote a secret.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._deaths: list[dict[str, str]] = []
+
+    def install(self) -> "ThreadDeaths":
+        threading.excepthook = self._hook
+        return self
+
+    def status(self) -> list[dict[str, str]]:
+        with self._lock:
+            return list(self._deaths)
+
+    def _hook(self, args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is SystemExit:
+            return
+        name = args.thread.name if args.thread is not None else "?"
+        reason = describe(args.exc_value) if args.exc_value is not None else args.exc_type.__name__
+        with self._lock:
+            self._deaths.append({"thread": name, "error": reason})
+        logger.error("Background thread %r stopped: %s; what it did is off until restart", name, reason)
+        logger.debug("Traceback of thread %r", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, ImportError) and exc.name:
+        return f"{type(exc).__name__} (module {exc.name!r} is missing)"
+    return type(exc).__name__
+
+
+def stuck_threads() -> list[str]:
+    """Threads the interpreter would wait for at exit that are still running."""
+    current = threading.current_thread()
+    return [thread.name for thread in threading.enumerate()
+            if thread is not current and not thread.daemon and thread.is_alive()]
+
+
+def exit_now_if_stuck(code: int, workers_idle: Callable[[float], bool], settle_s: float = 0.5) -> None:
+    """Leave at once, with `code`, if work is still stuck after `settle_s`; else return and
+    let the interpreter exit normally.
+
+    Called after shutdown has done all it can within its bounds: what is left can only
+    hang the interpreter's own exit, which joins every pool worker and non-daemon thread.
+    `workers_idle(timeout)` says whether the pool's workers are done.
+    """
+    deadline = time.monotonic() + settle_s
+    stuck = [] if workers_idle(settle_s) else ["a worker delivering an answer"]
+    current = threading.current_thread()
+    for thread in threading.enumerate():
+        if thread is not current and not thread.daemon:
+            thread.join(max(deadline - time.monotonic(), 0))
+    stuck += stuck_threads()
+    if not stuck:
+        return
+    logger.warning("Exiting without waiting for what is still stuck: %s", ", ".join(stuck))
+    for stream in (sys.stderr, sys.__stderr__):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os._exit(code)

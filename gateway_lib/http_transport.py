@@ -54,7 +54,7 @@ class HttpGateway:
 
     def __init__(self, *, host: str, port: int, tools: Any, store: Any, probes: Any, sessions: SessionStore,
                  origins: OriginPolicy, max_body_bytes: int, max_workers: int,
-                 metrics_token: str | None = None, on_ready: Callable[[], None] = lambda: None):
+                 metrics_token: str | None = None):
         self._tools = tools
         self._store = store
         self.probes = probes
@@ -89,7 +89,7 @@ class HttpGateway:
 
     def new_session_parts(self) -> tuple[Endpoint, McpProtocol]:
         protocol = McpProtocol(self._tools)
-        endpoint = Endpoint(protocol.methods(), protocol.notifications(), _no_stdio_writer,
+        endpoint = Endpoint(protocol.methods(), protocol.notifications(), _nothing_outside_replies,
                             cancel_notification="notifications/cancelled",
                             batches_allowed=protocol.batches_allowed, pool=self._pool)
         return endpoint, protocol
@@ -126,7 +126,7 @@ class HttpGateway:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _no_stdio_writer(message: Any) -> None:
+def _nothing_outside_replies(message: Any) -> None:
     # Every HTTP message is consumed with a reply callback, so nothing is ever written here.
     logger.error("An HTTP session tried to write outside a reply; dropped")
 

@@ -1,4 +1,4 @@
-"""Per-server cache of downstream tool lists, and the argument validators built from them.
+"""Per-server cache of downstream tool lists, and the argument checkers built from them.
 
 An entry is keyed by the server's whole frozen `ServerSpec`: when a reload changes the
 entry, the spec no longer compares equal and the old list is never served again. A hit
@@ -11,13 +11,22 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Callable, Protocol
 
+from .argument_check import ArgumentChecker
+from .errors import RequestCancelled, ToolTimeout, cut
 from .model import ServerSpec
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TTL_S = 300.0
+MAX_DESCRIPTION_CHARS = 16_384  # a longer tool description is cut, with a marker
+_CANCEL_CHECK_S = 0.05  # how often a caller waiting for another's fetch looks at its cancel flag
+
+
+class ToolLister(Protocol):
+    def __call__(self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None, *,
+                 agent: str | None = None) -> list[dict]: ...
 
 
 @dataclass
@@ -25,11 +34,11 @@ class _Entry:
     spec: ServerSpec
     tools: list[dict]
     fetched_at: float
-    validators: dict[str, Any] = field(default_factory=dict)
+    checkers: dict[str, ArgumentChecker | None] = field(default_factory=dict)
 
 
 class ToolCatalog:
-    def __init__(self, list_tools: Callable[..., list[dict]], ttl_s: float = DEFAULT_TTL_S, clock=time.monotonic):
+    def __init__(self, list_tools: ToolLister, ttl_s: float = DEFAULT_TTL_S, clock: Callable[[], float] = time.monotonic):
         self._list_tools = list_tools
         self._ttl_s = ttl_s
         self._clock = clock
@@ -37,24 +46,33 @@ class ToolCatalog:
         self._lock = threading.Lock()
         self._fill_locks: dict[str, threading.Lock] = {}
 
-    def tools(
-        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event, refresh: bool = False, agent: str | None = None
-    ) -> list[dict]:
+    def tools(self, spec: ServerSpec, deadline: float, cancel: threading.Event, *, agent: str | None = None,
+              hold: Callable[[], Callable[[], None]] | None = None) -> list[dict]:
         """The server's tool list, from cache when fresh; one fetch at a time per server.
 
-        A fetch runs on behalf of `agent` (a kept-alive server lists on that agent's own
-        session); the list it gets is the server's, cached for every agent.
+        Waiting for another caller's fetch ends at `deadline` (ToolTimeout) or when `cancel`
+        is set (RequestCancelled). A fetch first calls `hold()` (a server slot) and gives it
+        back when done. It runs on behalf of `agent` (a kept-alive server lists on that
+        agent's own session); the list it gets is the server's, cached for every agent.
         """
-        seen = self._fresh(spec)
-        if seen is not None and not refresh:
-            return seen.tools
-        with self._fill_lock(spec.name):
-            current = self._fresh(spec)
-            if current is not None and current is not seen:
-                return current.tools  # another thread filled or refreshed it while we waited
-            tools = self._list_tools(spec, timeout_s, cancel, agent=agent)
-            self.store(spec, tools)
-            return tools
+        entry = self._fresh(spec)
+        if entry is not None:
+            return entry.tools
+        fill = self._fill_lock(spec.name)
+        self._wait_for(fill, spec, deadline, cancel)
+        try:
+            entry = self._fresh(spec)
+            if entry is not None:
+                return entry.tools  # another caller filled it while we waited
+            release = hold() if hold is not None else None
+            try:
+                tools = self._list_tools(spec, max(deadline - time.monotonic(), 0.001), cancel, agent=agent)
+            finally:
+                if release is not None:
+                    release()
+            return self.store(spec, tools)
+        finally:
+            fill.release()
 
     def known(self, spec: ServerSpec, tool: str) -> dict | None:
         """The cached definition of `tool` when the list is fresh and knows it; never fetches.
@@ -67,37 +85,41 @@ class ToolCatalog:
             return None
         return next((t for t in entry.tools if t.get("name") == tool), None)
 
-    def store(self, spec: ServerSpec, tools: list[dict]) -> None:
-        """Replace the server's cached list with one fetched elsewhere."""
+    def is_cached(self, spec: ServerSpec) -> bool:
+        """True when a fresh list of the server is at hand (a search lists the others first)."""
+        return self._fresh(spec) is not None
+
+    def store(self, spec: ServerSpec, tools: list[dict]) -> list[dict]:
+        """Replace the server's cached list with one fetched elsewhere; returns it as cached
+        (over-long descriptions cut)."""
+        kept = [_trimmed(tool) for tool in tools]
         with self._lock:
-            self._entries[spec.name] = _Entry(spec, tools, self._clock())
-        logger.debug("Cached %d tool(s) of server %r", len(tools), spec.name)
+            self._entries[spec.name] = _Entry(spec, kept, self._clock())
+        logger.debug("Cached %d tool(s) of server %r", len(kept), spec.name)
+        return kept
 
-    def validator(self, spec: ServerSpec, definition: dict) -> Any | None:
-        """A compiled validator of the tool's inputSchema, built once per cached list.
+    def checker(self, spec: ServerSpec, definition: dict) -> ArgumentChecker | None:
+        """The tool's inputSchema, compiled once per cached list.
 
-        None when the server's schema is itself invalid: the server then judges its own input.
+        None when the server's schema is itself invalid: that tool's arguments are then
+        left to the server (logged once), and the server's other tools are checked as usual.
         """
-        from jsonschema.exceptions import SchemaError
-        from jsonschema.validators import validator_for
-
         name = definition["name"]
         with self._lock:
             entry = self._entries.get(spec.name)
-            if entry is not None and entry.spec == spec and name in entry.validators:
-                return entry.validators[name]  # None too: an invalid schema is judged once
+            if entry is not None and entry.spec == spec and name in entry.checkers:
+                return entry.checkers[name]  # None too: an invalid schema is judged once
         schema = definition.get("inputSchema") or {"type": "object"}
-        cls = validator_for(schema)
         try:
-            cls.check_schema(schema)
-            validator = cls(schema)
-        except SchemaError:
-            logger.warning("Tool %r of server %r has an invalid inputSchema; not checking its arguments", name, spec.name)
-            validator = None
+            checker: ArgumentChecker | None = ArgumentChecker(schema)
+        except Exception as exc:  # SchemaError, an unknown $schema, a schema nested too deeply
+            logger.warning("Tool %r of server %r has an invalid inputSchema (%s); its arguments are left to the server",
+                           name, spec.name, type(exc).__name__)
+            checker = None
         with self._lock:
             if entry is not None and self._entries.get(spec.name) is entry:
-                entry.validators[name] = validator
-        return validator
+                entry.checkers[name] = checker
+        return checker
 
     def forget_missing(self, current: dict[str, ServerSpec]) -> None:
         """Drop entries of servers that a reload removed or changed."""
@@ -115,3 +137,19 @@ class ToolCatalog:
     def _fill_lock(self, name: str) -> threading.Lock:
         with self._lock:
             return self._fill_locks.setdefault(name, threading.Lock())
+
+    @staticmethod
+    def _wait_for(fill: threading.Lock, spec: ServerSpec, deadline: float, cancel: threading.Event) -> None:
+        while not fill.acquire(timeout=max(min(deadline - time.monotonic(), _CANCEL_CHECK_S), 0)):
+            if cancel.is_set():
+                raise RequestCancelled()
+            if time.monotonic() >= deadline:
+                raise ToolTimeout(f"The tool list of server {spec.name!r} was still being fetched at the deadline",
+                                  server=spec.name)
+
+
+def _trimmed(tool: dict) -> dict:
+    description = tool.get("description")
+    if isinstance(description, str) and len(description) > MAX_DESCRIPTION_CHARS:
+        return {**tool, "description": cut(description, MAX_DESCRIPTION_CHARS)}
+    return tool

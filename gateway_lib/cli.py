@@ -5,6 +5,9 @@ The only module that reads the environment. Commands:
     check            validate both config files as the running gateway would
     demo             start the gateway and drive one real client session against it
     token AGENT      print a new bearer token for AGENT, and the hash to put in the rules
+    pins             show, diff and approve pinned tool definitions (pins_command.py)
+    explain          what an agent may use and which rule decides it (explain.py)
+    init             move a Claude Code / Claude Desktop config behind the gateway (init_config.py)
 """
 
 from __future__ import annotations
@@ -32,19 +35,21 @@ SHUTDOWN_BOUND_S = 5.0
 EXIT_CONFIG = 1
 EXIT_USAGE = 2  # argparse's code for a bad flag; a bad setting is the same mistake
 # What each command imports (checked with find_spec before anything is imported).
-NEEDED = {"serve": ("mcp", "watchdog", "jsonschema"), "check": ("jsonschema",), "demo": ("mcp", "watchdog", "jsonschema")}
+NEEDED = {"serve": ("mcp", "watchdog", "jsonschema"), "check": ("jsonschema",), "demo": ("mcp", "watchdog", "jsonschema"),
+          "pins": ("mcp", "jsonschema"), "explain": ("mcp", "jsonschema"), "init": ("jsonschema",)}
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mcp-config", metavar="PATH", help="the .mcp.json of downstream servers (env GATEWAY_MCP_CONFIG)")
     parser.add_argument("--rules", metavar="PATH", help="the .mcp-gateway-rules.json (env GATEWAY_RULES)")
+    parser.add_argument("--pins", metavar="PATH", help="the .mcp-gateway-pins.json (env GATEWAY_PINS)")
     parser.add_argument("--version", action="version", version=f"agent-mcp-gateway {__version__}")
 
 
 def _serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway.py",
-        description="MCP gateway on stdio. Other commands: 'gateway.py check', 'gateway.py demo'.",
+        description="MCP gateway on stdio. Other commands: 'gateway.py check', 'demo', 'pins', 'explain', 'init'.",
         allow_abbrev=False,  # '--tool' must not silently mean '--tool-cache-ttl'
     )
     _common_options(parser)
@@ -77,12 +82,42 @@ def _demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _pins_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py pins", description="Show, diff or approve pinned tool definitions: "
+                                     "'pins', 'pins diff [SERVER]', 'pins approve SERVER [TOOL ...]'.",
+                                     allow_abbrev=False)
+    _common_options(parser)
+    parser.add_argument("words", nargs="*", metavar="diff|approve ...")
+    return parser
+
+
+def _explain_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py explain", description="Say, from the config files, what an agent "
+                                     "may use and the rule that decides each server and tool.", allow_abbrev=False)
+    _common_options(parser)
+    parser.add_argument("--agent", metavar="NAME", help="the agent_id a call would pass (omit: the fallback chain)")
+    parser.add_argument("--server", metavar="NAME", help="only this server; lists its tools once")
+    parser.add_argument("--tool", metavar="NAME", help="decide this tool (on --server, or on every server)")
+    parser.add_argument("--json", action="store_true", help="one JSON object, for scripts")
+    return parser
+
+
+def _init_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py init", description="Move a client's MCP config behind the gateway.",
+                                     allow_abbrev=False)
+    parser.add_argument("--from", dest="source", metavar="PATH", default=".mcp.json",
+                        help="the client config to move (default: .mcp.json in the current folder)")
+    parser.add_argument("--write", action="store_true", help="rewrite it to list only the gateway, after a backup")
+    parser.add_argument("--force", action="store_true", help="replace servers.mcp.json and the rules file if they exist")
+    return parser
+
+
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None,
          out: TextIO | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     environ = os.environ if environ is None else environ
     out = sys.stdout if out is None else out
-    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "token") else "serve"
+    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "pins", "explain", "init", "token") else "serve"
     if command == "token":
         return run_token(_token_parser().parse_args(argv), out)
     signals = None
@@ -90,7 +125,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from .lifecycle import Signals
 
         signals = Signals().install()  # first of all: an early SIGHUP or SIGQUIT must not end the process
-    parser = {"serve": _serve_parser, "check": _check_parser, "demo": _demo_parser}[command]()
+    parser = {"serve": _serve_parser, "check": _check_parser, "demo": _demo_parser, "pins": _pins_parser,
+              "explain": _explain_parser, "init": _init_parser}[command]()
     options = parser.parse_args(argv)  # --help and --version answer even without the dependencies
     missing = missing_modules(NEEDED[command])
     if missing:
@@ -98,6 +134,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return EXIT_CONFIG
     if command == "check":
         return run_check(options, environ, out)
+    if command == "pins":
+        return run_pins(options, environ, out)
+    if command == "explain":
+        return run_explain(options, environ, out)
+    if command == "init":
+        return run_init(options, environ, out)
     if command == "demo":
         return run_demo(options, environ, out)
     return run_serve(options, environ, signals)
@@ -111,6 +153,13 @@ def _config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tu
     rules_path = Path(options.rules) if options.rules else found_rules
     # Absolute but not resolved: the watcher must see a symlinked config retargeted.
     return Path(os.path.abspath(mcp_path)), Path(os.path.abspath(rules_path))
+
+
+def _pins_path(options: argparse.Namespace, environ: Mapping[str, str], rules_path: Path) -> Path:
+    from .locate import USER_CONFIG_DIR
+    from .pins import PINS_ENV, find_pins_path
+
+    return find_pins_path(options.pins or environ.get(PINS_ENV), rules_path, BUNDLED_CONFIG, Path.home() / USER_CONFIG_DIR)
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
@@ -138,6 +187,7 @@ def _configure_logging(level_name: str) -> None:
 
 def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) -> int:
     from .audit import AuditLog, default_audit_path
+    from .budget import DEFAULT_MAX_RESULT_TOKENS
     from .catalog import DEFAULT_TTL_S, ToolCatalog
     from .config import ConfigStore, build_snapshot, load_rules, load_servers
     from .downstream import Downstream
@@ -146,6 +196,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     from .lifecycle import ThreadDeaths, exit_now_if_stuck
     from .methods import McpProtocol
     from .metrics import Metrics
+    from .pins import PinStore
     from .reload import DEFAULT_DEBOUNCE_S, Reloader, startup_warnings
     from .rpc import Endpoint
     from .settings import Defaults, SettingsError, identity_warnings, read_serve_settings
@@ -154,7 +205,8 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
 
     defaults = Defaults(audit_log=default_audit_path(environ), max_line_bytes=DEFAULT_MAX_LINE_BYTES,
                         timeout_ms=DEFAULT_TIMEOUT_MS, tool_cache_ttl_s=DEFAULT_TTL_S,
-                        reload_debounce_ms=round(DEFAULT_DEBOUNCE_S * 1000))
+                        reload_debounce_ms=round(DEFAULT_DEBOUNCE_S * 1000),
+                        max_result_tokens=DEFAULT_MAX_RESULT_TOKENS)
     try:
         serve = read_serve_settings(options, environ, defaults)
         http = _http_settings(options, environ, serve)
@@ -185,9 +237,17 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
         pinned_agent=serve.pinned_agent,
         default_timeout_ms=serve.timeout_ms,
         max_result_bytes=serve.max_line_bytes,  # one limit on a message, in and out
+        max_result_tokens=serve.max_result_tokens,
     )
     audit = AuditLog(serve.audit_log)
     store = ConfigStore(snapshot)
+    try:
+        pin_store = PinStore(_pins_path(options, environ, rules_path), audit)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            logger.error("%s", problem)
+        logger.error("Not starting: fix the pin file (run 'gateway.py check' to see every problem)")
+        return EXIT_CONFIG
     downstream = Downstream(errlog=sys.stderr)
     catalog = ToolCatalog(downstream.list_tools, ttl_s=serve.tool_cache_ttl_s)
     reloader = Reloader(store, mcp_path, rules_path, environ, audit)
@@ -198,7 +258,8 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, metrics, settings,
                          status_extra=lambda: {"reload_status": reloader.status(),
                                                "background_threads": {"watcher": background.watcher_state(),
-                                                                      "stopped": deaths.status()}})
+                                                                      "stopped": deaths.status()}},
+                         pin_store=pin_store)
     if http is not None:
         return _serve_http(http, signals, store=store, tools=tools, metrics=metrics, reloader=reloader,
                            downstream=downstream, background=background, audit=audit)
@@ -368,13 +429,18 @@ class _AfterHandshake:
 
 def run_check(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
     from .config import check_files
+    from .pins import pin_problems
 
     mcp_path, rules_path = _config_paths(options, environ)
     problems, warnings = check_files(str(mcp_path), str(rules_path), environ)
+    pins_path = _pins_path(options, environ, rules_path)
+    problems += pin_problems(pins_path)
     setting_problems, identity = _check_identity(options.agent, environ, rules_path)
     problems = [*problems, *setting_problems]
     warnings = [*warnings, *identity]
     out.write(f"Checked {mcp_path}\n    and {rules_path}\n")
+    if pins_path.exists():
+        out.write(f"    and {pins_path}\n")
     for problem in problems:
         out.write(f"error: {problem}\n")
     for warning in warnings:
@@ -412,3 +478,63 @@ def run_demo(options: argparse.Namespace, environ: Mapping[str, str], out: TextI
 
     mcp_path, rules_path = _config_paths(options, environ)
     return run(REPO_ROOT / "gateway.py", mcp_path, rules_path, out)
+
+
+# --- pins -------------------------------------------------------------------------------
+
+
+def run_pins(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    from .config import load_servers
+    from .errors import ConfigError
+    from .pins_command import TROUBLE, run
+
+    _configure_logging("WARNING")
+    mcp_path, rules_path = _config_paths(options, environ)
+    try:
+        servers = load_servers(str(mcp_path), environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            out.write(f"error: {problem}\n")
+        return TROUBLE
+    return run(options.words, servers, str(_pins_path(options, environ, rules_path)), out)
+
+
+# --- explain ----------------------------------------------------------------------------
+
+
+def run_explain(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    from .config import load_rules, load_servers
+    from .errors import ConfigError
+    from .explain import run
+    from .pins import load_pins
+    from .pins_command import list_server
+    from .settings import SettingsError, read_identity
+
+    _configure_logging("WARNING")
+    try:
+        pinned, default_agent = read_identity(None, environ)  # what a gateway started here would pin
+    except SettingsError as exc:
+        for problem in exc.problems:
+            out.write(f"error: {problem}\n")
+        return EXIT_USAGE
+    mcp_path, rules_path = _config_paths(options, environ)
+    try:
+        servers, rules = load_servers(str(mcp_path), environ), load_rules(str(rules_path))
+        pinset = load_pins(_pins_path(options, environ, rules_path))
+    except ConfigError as exc:
+        for problem in exc.problems:
+            out.write(f"error: {problem}\n")
+        return EXIT_CONFIG
+    return run(rules, servers, agent=options.agent, server=options.server, tool=options.tool,
+               default_agent=default_agent, pinned=pinned,
+               list_tools=list_server, pinset=pinset, as_json=options.json, out=out)
+
+
+# --- init -------------------------------------------------------------------------------
+
+
+def run_init(options: argparse.Namespace, environ: Mapping[str, str], out: TextIO) -> int:
+    from .init_config import run
+
+    return run(Path(options.source), write=options.write, force=options.force, python=sys.executable,
+               gateway=REPO_ROOT / "gateway.py", environ=environ, out=out)

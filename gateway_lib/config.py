@@ -10,7 +10,6 @@ A file goes through four steps, and every problem found on the way is kept, so o
 
 The result is immutable (tuples and MappingProxyType); store.ConfigStore swaps whole
 snapshots. Messages never contain env or header values: those are where secrets live.
-The names of the modules above stay importable from here, for callers that know only this one.
 """
 
 from __future__ import annotations
@@ -20,29 +19,18 @@ import math
 import os
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from . import model, policy
 from .errors import ConfigError, Problem
-from .jsonfile import Document, JsonPath, format_json_path, quote, read_document  # noqa: F401  (re-exported)
-from .locate import (  # noqa: F401  (re-exported)
-    MCP_CONFIG_ENV,
-    MCP_CONFIG_NAME,
-    RULES_ENV,
-    RULES_NAME,
-    USER_CONFIG_DIR,
-    find_config_paths,
-)
+from .jsonfile import Document, JsonPath, quote, read_document
+from .locate import find_config_paths  # noqa: F401  (cli finds the files through this module)
 from .model import AgentRules, RateLimit, RulesConfig, ServerSpec, ServersConfig
-from .schema_check import (  # noqa: F401  (re-exported)
-    MCP_CONFIG_SCHEMA,
-    RULES_SCHEMA,
-    SCHEMA_DIR,
-    schema_problems,
-    schema_validator,
-)
-from .store import ConfigStore, build_snapshot, undefined_server_warnings  # noqa: F401  (re-exported)
+from .schema_check import MCP_CONFIG_SCHEMA, RULES_SCHEMA, did_you_mean, schema_problems, schema_validator
+from .store import ConfigStore, build_snapshot, undefined_server_warnings  # noqa: F401  (cli builds the store from here)
+from .sendable import has_lone_surrogate
 from .substitution import Substituter, unusable_message
 
 logger = logging.getLogger(__name__)
@@ -50,6 +38,14 @@ logger = logging.getLogger(__name__)
 # Both spellings of the transport key, and the synonyms they may use.
 TRANSPORT_KEYS = ("type", "transport")
 TRANSPORT_SYNONYMS = {"streamable-http": model.HTTP}
+
+# Put in every stdio server's environment: the .mcp.json files of the gateways above it, so
+# a gateway started (however indirectly) by a gateway that reads the same file knows it.
+PARENT_CONFIGS_ENV = "AGENT_MCP_GATEWAY_PARENT_CONFIGS"
+# The ways an entry can start this very gateway.
+GATEWAY_SCRIPT = Path(__file__).resolve().parent.parent / "gateway.py"
+CONSOLE_SCRIPT = "agent-mcp-gateway"
+PACKAGE = "gateway_lib"
 
 
 def _finish(problems: Iterable[Problem]) -> None:
@@ -79,12 +75,53 @@ def load_servers(path: str, environ: Mapping[str, str]) -> ServersConfig:
     # The folder of the file itself: a symlinked .mcp.json keeps the meaning of its relative
     # cwd wherever the link lives.
     config_dir = Path(os.path.realpath(path)).parent
-    servers = {
-        name: _build_server(name, entry, environ, config_dir)
-        for name, entry in document.data["mcpServers"].items()
-    }
+    entries = document.data["mcpServers"]
+    warnings = _unknown_key_warnings(document)
+    own = os.path.realpath(path)
+    parents = [p for p in environ.get(PARENT_CONFIGS_ENV, "").split(os.pathsep) if p]
+    if own in parents:
+        warnings.append(f"{path}: this gateway was started by a gateway that reads the same file, so it "
+                        f"would start itself again: none of its {len(entries)} server(s) is loaded")
+        entries = {}
+    marker = os.pathsep.join([*parents, own])
+    servers = {}
+    for name, entry in entries.items():
+        if _starts_this_gateway(entry, config_dir):
+            warnings.append(f"Server {name!r} is skipped: its entry starts this gateway, which would then call itself")
+            continue
+        spec = _build_server(name, entry, environ, config_dir, marker)
+        if spec.unusable:
+            warnings.append(spec.unusable)
+        servers[name] = spec
     logger.debug("loaded %d server(s) from %s", len(servers), path)
-    return ServersConfig(path=str(path), servers=MappingProxyType(servers))
+    return ServersConfig(path=str(path), servers=MappingProxyType(servers), warnings=tuple(warnings))
+
+
+def _starts_this_gateway(entry: Mapping[str, Any], config_dir: Path) -> bool:
+    """Whether the entry runs gateway.py, the console script, or `-m gateway_lib`."""
+    words = [entry["command"], *entry.get("args", ())] if "command" in entry else []
+    if words and Path(words[0]).name == CONSOLE_SCRIPT:
+        return True
+    folder = config_dir / entry.get("cwd", ".")
+    for index, word in enumerate(words):
+        if word == "-m" and index + 1 < len(words) and words[index + 1].split(".")[0] == PACKAGE:
+            return True
+        if Path(word).name == GATEWAY_SCRIPT.name and Path(os.path.realpath(folder / word)) == GATEWAY_SCRIPT:
+            return True
+    return False
+
+
+def _unknown_key_warnings(document: Document) -> list[str]:
+    """Keys of a server entry that the gateway does not know: ignored, but maybe a typo."""
+    known = sorted(schema_validator(MCP_CONFIG_SCHEMA).schema["$defs"]["server"]["properties"])
+    warnings = []
+    for name, entry in _server_entries(document):
+        for key in entry:
+            if key in known:
+                continue
+            message = f"unknown key {quote(key)} is ignored" + did_you_mean(key, known)
+            warnings.append(str(document.problem(("mcpServers", name, key), message)))
+    return warnings
 
 
 def _server_entries(document: Document) -> Iterable[tuple[str, dict[str, Any]]]:
@@ -97,13 +134,48 @@ def _server_entries(document: Document) -> Iterable[tuple[str, dict[str, Any]]]:
 
 
 def _server_semantic_problems(document: Document) -> list[Problem]:
-    problems = []
+    problems = _surrogate_problems(document)
     for name, entry in _server_entries(document):
         path: JsonPath = ("mcpServers", name)
         message = _endpoint_problem(entry) or _transport_problem(entry)
         if message:
             problems.append(document.problem(path, message))
+        url_message = _url_problem(entry.get("url"))
+        if url_message:
+            problems.append(document.problem(path + ("url",), url_message))
     return problems
+
+
+def _surrogate_problems(document: Document) -> list[Problem]:
+    """Every key and string holding a lone surrogate (valid JSON, but no process or server
+    can be given it as UTF-8)."""
+    problems, stack = [], [((), document.data)]
+    while stack:
+        path, node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if has_lone_surrogate(key):
+                    problems.append(document.problem(path + (key,), _SURROGATE_MESSAGE.format(what="key")))
+                stack.append((path + (key,), value))
+        elif isinstance(node, list):
+            stack.extend((path + (index,), value) for index, value in enumerate(node))
+        elif isinstance(node, str) and has_lone_surrogate(node):
+            problems.append(document.problem(path, _SURROGATE_MESSAGE.format(what="value")))
+    return problems
+
+
+_SURROGATE_MESSAGE = ("the {what} holds a lone surrogate (an escape in \\ud800-\\udfff without its pair), "
+                      "which is not text: remove it")
+
+
+def _url_problem(url: Any) -> str | None:
+    if not isinstance(url, str) or url.startswith("${"):
+        return None  # the schema reports a non-string; a ${VAR} is known only once substituted
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return None
+    # The URL itself is not quoted: it may carry a token.
+    return "must be an http:// or https:// URL with a host, such as 'https://mcp.example.com/mcp'"
 
 
 def _endpoint_problem(entry: Mapping[str, Any]) -> str | None:
@@ -141,18 +213,24 @@ def _resolve_transport(entry: Mapping[str, Any]) -> Any:
 
 
 def _build_server(
-    name: str, entry: Mapping[str, Any], environ: Mapping[str, str], config_dir: Path
+    name: str, entry: Mapping[str, Any], environ: Mapping[str, str], config_dir: Path, marker: str
 ) -> ServerSpec:
     substitute = Substituter(environ)
     command = entry.get("command")
     url = entry.get("url")
-    spec = ServerSpec(
+    transport = _resolve_transport(entry)
+    substituted_command = substitute(command) if command is not None else None  # in the order of the entry,
+    args = tuple(substitute(arg) for arg in entry.get("args", ()))  # so missing variables are named in order
+    env = {key: substitute(value) for key, value in entry.get("env", {}).items()}
+    if transport == model.STDIO:
+        env[PARENT_CONFIGS_ENV] = marker  # the child passes it on to anything it starts
+    return ServerSpec(
         name=name,
-        transport=_resolve_transport(entry),
+        transport=transport,
         description=entry.get("description", ""),
-        command=substitute(command) if command is not None else None,
-        args=tuple(substitute(arg) for arg in entry.get("args", ())),
-        env=_substituted_map(entry.get("env", {}), substitute),
+        command=substituted_command,
+        args=args,
+        env=MappingProxyType(env),
         cwd=_resolve_cwd(entry.get("cwd"), config_dir),
         url=substitute(url) if url is not None else None,
         headers=_substituted_map(entry.get("headers", {}), substitute),
@@ -160,11 +238,11 @@ def _build_server(
         max_concurrency=entry.get("max_concurrency"),
         session=entry.get("session", model.PER_CALL),
         idle_timeout_ms=entry.get("idle_timeout_ms", model.DEFAULT_IDLE_TIMEOUT_MS),
+        max_result_tokens=entry.get("max_result_tokens"),
         unusable=unusable_message(name, substitute.missing),
         written_command=command,
         written_url=url,
     )
-    return spec  # an unusable spec is reported by whoever loaded it (check, start-up, reload), once
 
 
 def _substituted_map(values: Mapping[str, str], substitute: Substituter) -> Mapping[str, str]:
@@ -192,6 +270,7 @@ def load_rules(path: str) -> RulesConfig:
         path=str(path),
         agents=MappingProxyType(agents),
         deny_on_missing_agent=defaults.get("deny_on_missing_agent", False),
+        on_tool_change=defaults.get("on_tool_change", "block"),
     )
 
 
@@ -222,22 +301,17 @@ def agent_id_message(agent_id: str) -> str:
     return f"agent id {quote(agent_id)} may contain only letters, digits, '_', '.', '-'"
 
 
-def pattern_message(pattern: str) -> str:
-    return (f"pattern {quote(pattern)} is not allowed: "
-            "use '*', 'prefix*', '*suffix' or an exact name")
-
-
 def tools_key_message(key: str) -> str:
     return f"tools key {quote(key)} is not allowed: use a server name, or '*' for every server"
 
 
 def _rules_semantic_problems(document: Document) -> list[Problem]:
     """Friendly versions of the schema's pattern checks, and a second line of defence."""
+    problems = _surrogate_problems(document)
     data = document.data
     agents = data.get("agents") if isinstance(data, dict) else None
     if not isinstance(agents, dict):
-        return []
-    problems = []
+        return problems
     for agent_id, body in agents.items():
         if not policy.is_valid_agent_id(agent_id):
             problems.append(document.problem(("agents", agent_id), agent_id_message(agent_id)))
@@ -296,7 +370,7 @@ def _pattern_list_problems(document: Document, path: JsonPath, patterns: Any) ->
     if not isinstance(patterns, list):
         return []
     return [
-        document.problem(path + (index,), pattern_message(pattern))
+        document.problem(path + (index,), policy.pattern_message(pattern))
         for index, pattern in enumerate(patterns)
         if isinstance(pattern, str) and not policy.is_valid_pattern(pattern)
     ]
@@ -323,7 +397,7 @@ def check_files(
         problems += exc.problems
     warnings: list[str] = []
     if servers is not None:
-        warnings += [spec.unusable for spec in servers.servers.values() if spec.unusable]
+        warnings += servers.warnings
     if servers is not None and rules is not None:
         warnings += undefined_server_warnings(servers, rules)
     return problems, warnings

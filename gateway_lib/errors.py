@@ -18,7 +18,8 @@
     │   ├── InvalidAgentId          INVALID_AGENT_ID
     │   ├── FallbackAgentNotInRules FALLBACK_AGENT_NOT_IN_RULES
     │   ├── NoFallbackConfigured    NO_FALLBACK_CONFIGURED
-    │   └── RateLimited             RATE_LIMITED (carries retry_after_s)
+    │   ├── RateLimited             RATE_LIMITED (carries retry_after_s)
+    │   └── ToolChanged             TOOL_CHANGED (a definition that differs from its pin)
     └── ConfigError               a config file that cannot be used (carries every problem)
 
 Tool errors are results, not protocol errors, so that the model can read them and adjust.
@@ -36,6 +37,21 @@ METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
+# How the audit log and metrics name a call that ended as a JSON-RPC error.
+INVALID_PARAMS_NAME = "INVALID_PARAMS"
+INTERNAL_ERROR_NAME = "INTERNAL_ERROR"
+
+# A message longer than this is cut, with a marker: a downstream server's error text (or a
+# value quoted back) can be megabytes, and every answer must fit the message limit.
+MAX_MESSAGE_CHARS = 4096
+
+
+def cut(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text`, or its first `limit` characters and a marker saying how much was cut."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [cut: {len(text) - limit} more characters]"
+
 
 class RpcError(Exception):
     """A failure answered with a JSON-RPC error object."""
@@ -49,7 +65,7 @@ class RpcError(Exception):
         super().__init__(self.message)
 
     def to_dict(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        error: dict[str, Any] = {"code": self.code, "message": cut(self.message)}
         if self.data is not None:
             error["data"] = self.data
         return error
@@ -94,6 +110,7 @@ INVALID_AGENT_ID = "INVALID_AGENT_ID"
 FALLBACK_AGENT_NOT_IN_RULES = "FALLBACK_AGENT_NOT_IN_RULES"
 NO_FALLBACK_CONFIGURED = "NO_FALLBACK_CONFIGURED"
 RATE_LIMITED = "RATE_LIMITED"
+TOOL_CHANGED = "TOOL_CHANGED"
 
 
 class GatewayError(Exception):
@@ -107,7 +124,7 @@ class GatewayError(Exception):
         super().__init__(message)
 
     def to_payload(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, **self.context}}
+        return {"error": {"code": self.code, "message": cut(self.message), **self.context}}
 
     def to_result(self) -> dict[str, Any]:
         payload = self.to_payload()
@@ -156,6 +173,8 @@ class NoFallbackConfigured(GatewayError):
 
 class RateLimited(GatewayError):
     code = RATE_LIMITED
+class ToolChanged(GatewayError):
+    code = TOOL_CHANGED
 
 
 @dataclass(frozen=True)

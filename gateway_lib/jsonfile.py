@@ -32,6 +32,7 @@ def quote(value: object) -> str:
 
 
 _SIMPLE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_LONG_NUMBER = re.compile(r"\d{1000,}")
 
 
 def format_json_path(path: Iterable[str | int]) -> str:
@@ -173,6 +174,11 @@ def read_document(path: str | os.PathLike[str]) -> tuple[Document, list[Problem]
         raise ConfigError([Problem(file, "$", message, exc.lineno)]) from None
     except RecursionError:
         raise ConfigError([Problem(file, "$", "JSON is nested too deeply")]) from None
+    except ValueError:  # an integer past Python's digit limit (4,300 digits by default)
+        long_number = _LONG_NUMBER.search(text)
+        line = text.count("\n", 0, long_number.start()) + 1 if long_number else None
+        message = "a number has thousands of digits, more than any setting can use: shorten it"
+        raise ConfigError([Problem(file, "$", message, line)]) from None
     try:
         locator = JsonLocator(text).run()
     except RecursionError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from . import __version__
 from .errors import InvalidParams, InvalidRequest
@@ -38,18 +38,22 @@ def require_object(params: Any) -> dict:
     return params
 
 
+class ToolRunner(Protocol):
+    """What the MCP methods need of the gateway tools (tools.GatewayTools)."""
+
+    def definitions(self) -> list[dict[str, Any]]: ...
+
+    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event) -> dict[str, Any]: ...
+
+
 class McpProtocol:
     """Lifecycle and dispatch of MCP methods to the gateway tools."""
 
-    def __init__(self, tools: Any, on_initialized: Callable[[], None] = lambda: None):
+    def __init__(self, tools: ToolRunner, on_initialized: Callable[[], None] = lambda: None):
         self._tools = tools
         self._on_initialized = on_initialized
         self._lock = threading.Lock()
         self._version: str | None = None
-
-    @property
-    def version(self) -> str | None:
-        return self._version
 
     def batches_allowed(self) -> bool:
         return self._version == BATCH_VERSION

@@ -49,6 +49,7 @@ class ServerSpec:
     max_concurrency: int | None = None
     session: str = PER_CALL
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    max_result_tokens: int | None = None  # this server's result budget (budget.py)
     unusable: str | None = None
     written_command: str | None = None  # as in .mcp.json, before ${VAR} substitution
     written_url: str | None = None
@@ -74,10 +75,12 @@ class ServerSpec:
 
 @dataclass(frozen=True)
 class ServersConfig:
-    """The parsed `.mcp.json`."""
+    """The parsed `.mcp.json`, and what is worth a warning in it (entries skipped or
+    unusable, unknown keys)."""
 
     path: str
     servers: Mapping[str, ServerSpec]
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ class RulesConfig:
     path: str
     agents: Mapping[str, AgentRules]
     deny_on_missing_agent: bool = False
+    on_tool_change: str = "block"  # what a tool that differs from its pin gets (pins.py)
 
 
 @dataclass(frozen=True)
@@ -119,4 +123,9 @@ class Snapshot:
 
     servers: ServersConfig
     rules: RulesConfig
-    warnings: tuple[str, ...] = ()
+    rule_warnings: tuple[str, ...] = ()  # rules naming servers that .mcp.json does not define
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """Every warning in force, of both files: the one list that status and the log show."""
+        return self.servers.warnings + self.rule_warnings

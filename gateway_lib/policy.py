@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from . import errors
+from .jsonfile import quote
 from .model import AgentRules, RulesConfig
 
 # An explicit ASCII class with fullmatch: `\w` would admit Unicode letters (a Cyrillic 'а'
@@ -33,9 +34,6 @@ DEFAULT_DENY = "default-deny"
 
 WILDCARD = "*"
 ALL_SERVERS_KEY = "*"  # the allow.tools / deny.tools key that applies to every server
-
-# Long or hostile ids are shortened before they are quoted back in an error message.
-_MAX_QUOTED = 80
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,11 @@ def is_valid_pattern(pattern: str) -> bool:
     return bool(body) and WILDCARD not in body
 
 
+def pattern_message(pattern: str) -> str:
+    """What is wrong with a pattern that is_valid_pattern refuses, and what to write instead."""
+    return f"pattern {quote(pattern)} is not allowed: use '*', 'prefix*', '*suffix' or an exact name"
+
+
 def is_wildcard(pattern: str) -> bool:
     return WILDCARD in pattern
 
@@ -87,7 +90,7 @@ def matches(pattern: str, name: str) -> bool:
 class _PatternList:
     """Patterns at one place in the rules file, e.g. agents.a.deny.tools.*."""
 
-    path: str
+    path: tuple[str, ...]
     patterns: tuple[str, ...]
 
 
@@ -98,7 +101,7 @@ def _first_match(lists: Iterable[_PatternList], name: str, *, explicit: bool) ->
             if is_wildcard(pattern) == explicit:
                 continue
             if matches(pattern, name):
-                return f"{plist.path}[{index}]"
+                return rule_path(*plist.path, index)
     return None
 
 
@@ -114,26 +117,27 @@ def _apply_precedence(
     return None
 
 
-def _agent_path(agent_id: str) -> str:
-    return f"agents.{agent_id}"
+def rule_path(*parts: str | int) -> str:
+    """A place in the rules file as denials name it: ("agents", "a", "deny", "servers", 0)
+    -> "agents.a.deny.servers[0]". Dotted, not a JSON path: it is what a reader searches for."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in parts).lstrip(".")
 
 
 def decide_server(rules: RulesConfig, agent_id: str, server: str) -> Decision:
     agent = rules.agents.get(agent_id)
     if agent is None:
         return Decision(allowed=False, rule=DEFAULT_DENY)
-    base = _agent_path(agent_id)
-    deny = [_PatternList(f"{base}.deny.servers", agent.deny_servers)]
-    allow = [_PatternList(f"{base}.allow.servers", agent.allow_servers)]
+    deny = [_PatternList(("agents", agent_id, "deny", "servers"), agent.deny_servers)]
+    allow = [_PatternList(("agents", agent_id, "allow", "servers"), agent.allow_servers)]
     return _apply_precedence(deny, allow, server) or Decision(allowed=False, rule=DEFAULT_DENY)
 
 
 def _tool_lists(
-    tools: Mapping[str, tuple[str, ...]], path: str, server: str
+    tools: Mapping[str, tuple[str, ...]], path: tuple[str, ...], server: str
 ) -> list[_PatternList]:
     """The lists that apply to `server`: its own key first, then the every-server key."""
     keys = [server] if server == ALL_SERVERS_KEY else [server, ALL_SERVERS_KEY]
-    return [_PatternList(f"{path}.{key}", tools[key]) for key in keys if key in tools]
+    return [_PatternList((*path, key), tools[key]) for key in keys if key in tools]
 
 
 def decide_tool(rules: RulesConfig, agent_id: str, server: str, tool: str) -> Decision:
@@ -141,9 +145,8 @@ def decide_tool(rules: RulesConfig, agent_id: str, server: str, tool: str) -> De
     if not server_decision.allowed:
         return server_decision
     agent: AgentRules = rules.agents[agent_id]
-    base = _agent_path(agent_id)
-    deny = _tool_lists(agent.deny_tools, f"{base}.deny.tools", server)
-    allow = _tool_lists(agent.allow_tools, f"{base}.allow.tools", server)
+    deny = _tool_lists(agent.deny_tools, ("agents", agent_id, "deny", "tools"), server)
+    allow = _tool_lists(agent.allow_tools, ("agents", agent_id, "allow", "tools"), server)
     decided = _apply_precedence(deny, allow, tool)
     if decided is not None:
         return decided
@@ -154,11 +157,6 @@ def decide_tool(rules: RulesConfig, agent_id: str, server: str, tool: str) -> De
 
 
 # ---------------------------------------------------------------------------- identity
-
-
-def _quote(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_QUOTED else text[: _MAX_QUOTED - 3] + "..."
 
 
 def _require_defined(
@@ -194,30 +192,30 @@ def resolve_agent(
 def _resolve_authenticated(rules: RulesConfig, requested: str | None, authenticated: str, pinned: str | None) -> str:
     if pinned is not None and pinned != authenticated:
         raise errors.InvalidAgentId(
-            f"The bearer token belongs to agent {_quote(authenticated)}; this gateway is pinned to {_quote(pinned)}"
+            f"The bearer token belongs to agent {quote(authenticated)}; this gateway is pinned to {quote(pinned)}"
         )
-    return _resolve_as(rules, requested, authenticated, f"The bearer token belongs to agent {_quote(authenticated)}")
+    return _resolve_as(rules, requested, authenticated, f"The bearer token belongs to agent {quote(authenticated)}")
 
 
 def _resolve_pinned(rules: RulesConfig, requested: str | None, pinned: str) -> str:
-    return _resolve_as(rules, requested, pinned, f"This gateway is pinned to agent {_quote(pinned)}")
+    return _resolve_as(rules, requested, pinned, f"This gateway is pinned to agent {quote(pinned)}")
 
 
 def _resolve_as(rules: RulesConfig, requested: str | None, agent: str, said: str) -> str:
     """The one agent a call must act as (pinned, or proved by a token): any other agent_id is refused."""
     if requested is not None and requested != agent:
-        raise errors.InvalidAgentId(f"{said}; agent_id {_quote(requested)} is refused")
+        raise errors.InvalidAgentId(f"{said}; agent_id {quote(requested)} is refused")
     return _require_defined(rules, agent, errors.InvalidAgentId, f"{said}, which is not defined in the rules")
 
 
 def _resolve_requested(rules: RulesConfig, requested: object) -> str:
     if not isinstance(requested, str) or not is_valid_agent_id(requested):
         raise errors.InvalidAgentId(
-            f"agent_id {_quote(requested)} is not valid: use only letters, digits, '_', '.', '-'"
+            f"agent_id {quote(requested)} is not valid: use only letters, digits, '_', '.', '-'"
         )
     return _require_defined(
         rules, requested, errors.InvalidAgentId,
-        f"agent_id {_quote(requested)} is not defined in the gateway rules",
+        f"agent_id {quote(requested)} is not defined in the gateway rules",
     )
 
 
@@ -229,7 +227,7 @@ def _resolve_fallback(rules: RulesConfig, default_agent: str | None) -> str:
     if default_agent is not None:
         return _require_defined(
             rules, default_agent, errors.FallbackAgentNotInRules,
-            f"GATEWAY_DEFAULT_AGENT names agent {_quote(default_agent)}, "
+            f"GATEWAY_DEFAULT_AGENT names agent {quote(default_agent)}, "
             "which is not defined in the gateway rules",
         )
     if "default" in rules.agents:

@@ -20,12 +20,10 @@ from .audit import utc_now
 from .config import load_rules, load_servers
 from .errors import ConfigError, Problem
 from .model import ServerSpec, Snapshot
-from .store import ConfigStore
+from .store import GATEWAY_RULES, MCP_CONFIG, ConfigStore, warnings_by_file
 
 logger = logging.getLogger(__name__)
 
-MCP_CONFIG = "mcp_config"
-GATEWAY_RULES = "gateway_rules"
 KINDS = (MCP_CONFIG, GATEWAY_RULES)
 
 # Quiet time after the last write before a file is read: one editor save is one reload.
@@ -97,7 +95,7 @@ class Reloader:
     def status(self) -> dict[str, dict[str, Any]]:
         """Per file: path, last attempt and success, last error, counts, current warnings."""
         snapshot = self._store.current()
-        warnings = _warnings_by_file(snapshot)
+        warnings = warnings_by_file(snapshot)
         with self._lock:
             return {kind: {**vars(status), "warnings": warnings[kind]} for kind, status in self._status.items()}
 
@@ -121,7 +119,7 @@ class Reloader:
             status.success_count += 1
             status.last_success = status.last_attempt
             status.last_error = None
-            warnings = _warnings_by_file(snapshot)[kind]
+            warnings = warnings_by_file(snapshot)[kind]
             logger.info("Reloaded %s", status.path)
             for warning in warnings:
                 logger.warning("%s", warning)
@@ -159,15 +157,7 @@ class Reloader:
 
 def startup_warnings(snapshot: Snapshot) -> list[str]:
     """Every warning of both files, for the log at start-up (the loaders log none themselves)."""
-    return [warning for kind in KINDS for warning in _warnings_by_file(snapshot)[kind]]
-
-
-def _warnings_by_file(snapshot: Snapshot) -> dict[str, list[str]]:
-    """Unusable servers belong to `.mcp.json`; rules naming undefined servers to the rules."""
-    return {
-        MCP_CONFIG: [spec.unusable for spec in snapshot.servers.servers.values() if spec.unusable],
-        GATEWAY_RULES: list(snapshot.warnings),
-    }
+    return list(snapshot.warnings)
 
 
 def _summary(problems: list[Problem]) -> str:

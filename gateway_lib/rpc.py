@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple
 
+from .cancellation import CancelEvent
 from .errors import InternalError, InvalidRequest, MethodNotFound, RequestCancelled, RpcError
 from .framing import Unreadable, encode, valid_request_id
 
@@ -35,7 +36,7 @@ class RequestContext:
 
     request_id: Any
     method: str
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=CancelEvent)  # wakes the waits below when set
     by_shutdown: bool = False  # cancelled by the gateway stopping, not by the client
     caller: Any = None  # who the transport vouches for (an HTTP bearer token's agent); opaque here
 

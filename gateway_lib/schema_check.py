@@ -121,11 +121,14 @@ def _unknown_key_problems(
         if key in known:
             continue
         message = f"unknown key {quote(key)}: allowed keys here are {', '.join(map(repr, known))}"
-        close = difflib.get_close_matches(key, known, n=1)
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
-        problems.append(document.problem(path + (key,), message))
+        problems.append(document.problem(path + (key,), message + did_you_mean(key, known)))
     return problems
+
+
+def did_you_mean(key: str, known: list[str]) -> str:
+    """' (did you mean 'session'?)' for the nearest known key, or '' when none is near."""
+    close = difflib.get_close_matches(key, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _missing_key_problems(

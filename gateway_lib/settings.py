@@ -48,6 +48,7 @@ class ServeSettings:
     tool_cache_ttl_s: float
     log_level: str
     reload_debounce_ms: int
+    max_result_tokens: int
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Defaults:
     timeout_ms: int
     tool_cache_ttl_s: float
     reload_debounce_ms: int
+    max_result_tokens: int
 
 
 def read_serve_settings(options: Any, environ: Mapping[str, str], defaults: Defaults) -> ServeSettings:
@@ -81,6 +83,8 @@ def read_serve_settings(options: Any, environ: Mapping[str, str], defaults: Defa
         log_level=reader.read("--log-level", options.log_level, "GATEWAY_LOG_LEVEL", "INFO", _log_level),
         reload_debounce_ms=reader.read(None, None, "GATEWAY_RELOAD_DEBOUNCE_MS", defaults.reload_debounce_ms,
                                        _integer(0, MAX_DEBOUNCE_MS)),
+        max_result_tokens=reader.read(None, None, "GATEWAY_MAX_RESULT_TOKENS", defaults.max_result_tokens,
+                                      _integer(1, MAX_LINE_BYTES)),
     )
     if reader.problems:
         raise SettingsError(reader.problems)

@@ -15,6 +15,11 @@ from .locate import MCP_CONFIG_NAME
 from .model import AgentRules, RulesConfig, ServersConfig, Snapshot
 
 
+# The two files, as reload status and warnings_by_file name them.
+MCP_CONFIG = "mcp_config"
+GATEWAY_RULES = "gateway_rules"
+
+
 def undefined_server_warnings(servers: ServersConfig, rules: RulesConfig) -> tuple[str, ...]:
     """Rules naming servers that .mcp.json does not define: allowed, but worth a warning."""
     file_name = Path(servers.path).name or MCP_CONFIG_NAME
@@ -30,20 +35,24 @@ def undefined_server_warnings(servers: ServersConfig, rules: RulesConfig) -> tup
 
 def _named_servers(agent_id: str, agent: AgentRules) -> Iterable[tuple[str, str]]:
     """(rule path, server) for every exact server name in an agent's rules."""
-    base = f"agents.{agent_id}"
     for kind, patterns in (("allow", agent.allow_servers), ("deny", agent.deny_servers)):
         for index, pattern in enumerate(patterns):
             if not policy.is_wildcard(pattern):
-                yield f"{base}.{kind}.servers[{index}]", pattern
+                yield policy.rule_path("agents", agent_id, kind, "servers", index), pattern
     for kind, tools in (("allow", agent.allow_tools), ("deny", agent.deny_tools)):
         for key in tools:
             if key != policy.ALL_SERVERS_KEY:
-                yield f"{base}.{kind}.tools.{key}", key
+                yield policy.rule_path("agents", agent_id, kind, "tools", key), key
 
 
 def build_snapshot(servers: ServersConfig, rules: RulesConfig) -> Snapshot:
     return Snapshot(servers=servers, rules=rules,
-                    warnings=undefined_server_warnings(servers, rules))
+                    rule_warnings=undefined_server_warnings(servers, rules))
+
+
+def warnings_by_file(snapshot: Snapshot) -> dict[str, list[str]]:
+    """snapshot.warnings split by the file each belongs to."""
+    return {MCP_CONFIG: list(snapshot.servers.warnings), GATEWAY_RULES: list(snapshot.rule_warnings)}
 
 
 class ConfigStore:

@@ -7,54 +7,96 @@ measured, whatever its outcome.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from . import policy
+from . import budget, pins, policy, search
+from .answers import ENVELOPE_BYTES, estimate_tokens, fit_listing, object_result, within_budget
+from .argument_check import ArgumentChecker
+from .call_record import (
+    OUTCOME_CANCELLED,
+    OUTCOME_ERROR,
+    OUTCOME_INTERNAL_ERROR,
+    OUTCOME_INVALID_PARAMS,
+    OUTCOME_OK,
+    OUTCOME_TOOL_ERROR,
+    CallRecord,
+)
 from .errors import (
+    INTERNAL_ERROR_NAME,
+    INVALID_PARAMS_NAME,
     DeniedByPolicy,
     DownstreamError,
     GatewayError,
+    InternalError,
     InvalidArguments,
     InvalidParams,
     RequestCancelled,
     ServerUnavailable,
     ToolNotFound,
+    cut,
 )
+from .framing import encode
+from .jsonfile import quote
 from .model import ServerSpec, Snapshot
 from .ratelimit import RateLimiter
+from .sendable import has_lone_surrogate, unsendable
+
+if TYPE_CHECKING:
+    from .catalog import ToolCatalog
+    from .metrics import Metrics
+    from .slots import ServerSlots
+    from .store import ConfigStore
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_MS = 60_000
+MAX_TIMEOUT_MS = 86_400_000  # one day: a larger timeout_ms is a mistake, not a plan
+class DownstreamCalls(Protocol):
+    """What the tools need of downstream.Downstream."""
+
+    def call_tool(self, spec: ServerSpec, tool: str, arguments: dict, timeout_s: float,
+                  cancel: threading.Event | None = None, *, agent: str | None = None,
+                  on_closed: Callable[[], None] | None = None) -> dict: ...
+
+    def list_and_call_tool(self, spec: ServerSpec, tool: str, arguments: dict, timeout_s: float,
+                           cancel: threading.Event | None = None, *, check: Callable[[list[dict]], None],
+                           agent: str | None = None, on_closed: Callable[[], None] | None = None) -> dict: ...
+
+    def status(self) -> dict: ...
+
+
+class AuditSink(Protocol):
+    def record(self, event: str, **fields: Any) -> None: ...
 
 _AGENT = {"type": "string", "description": "Your agent id, if assigned."}
 _SERVER = {"type": "string", "description": "Server name."}
+_SEARCHED = {"type": "string", "description": "Omit to search all servers."}
 
 DEFINITIONS: dict[str, dict[str, Any]] = {
     "list_servers": {
         "description": "List MCP servers you may use and what each is for. Start here.",
         "properties": {
             "agent_id": _AGENT,
-            "include_metadata": {"type": "boolean", "description": "Add transport and command/url."},
+            "include_metadata": {"type": "boolean", "description": "Add transport, command/url."},
         },
         "required": [],
     },
     "get_server_tools": {
-        "description": "Get definitions of tools you may call on a server. Filter to save context.",
+        "description": "Get definitions of tools you may call. Filter to save context.",
         "properties": {
             "agent_id": _AGENT,
-            "server": _SERVER,
-            "names": {"type": "string", "description": "Comma-separated tool names."},
+            "server": _SEARCHED,
+            "names": {"type": "string", "description": "Comma-separated names."},
             "pattern": {"type": "string", "description": "Name pattern: *, prefix* or *suffix."},
+            "query": {"type": "string", "description": "Search words."},
+            "limit": {"type": "integer", "minimum": 1},
             "max_schema_tokens": {"type": "integer", "minimum": 1, "description": "Token budget for definitions."},
         },
-        "required": ["server"],
+        "required": [],
     },
     "execute_tool": {
         "description": "Call a tool on a server; returns that tool's own result.",
@@ -62,8 +104,9 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
             "agent_id": _AGENT,
             "server": _SERVER,
             "tool": {"type": "string", "description": "Tool name."},
-            "args": {"type": "object", "description": "Arguments per the tool's inputSchema."},
-            "timeout_ms": {"type": "integer", "minimum": 1, "description": "Time limit."},
+            "args": {"type": "object", "description": "Per the tool's inputSchema."},
+            "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS, "description": "Time limit."},
+            "max_result_tokens": {"type": "integer", "minimum": 1},
         },
         "required": ["server", "tool", "args"],
     },
@@ -76,59 +119,15 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
 DEBUG_ONLY = frozenset({"get_gateway_status"})
 
 
-def _input_schema(definition: dict[str, Any]) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "object", "properties": definition["properties"]}
+def _input_schema(definition: dict[str, Any], advertise_agent_id: bool = True) -> dict[str, Any]:
+    properties = definition["properties"]
+    if not advertise_agent_id:
+        properties = {key: value for key, value in properties.items() if key != "agent_id"}
+    schema: dict[str, Any] = {"type": "object", "properties": properties}
     if definition["required"]:
         schema["required"] = definition["required"]
     schema["additionalProperties"] = False
     return schema
-
-
-def object_result(value: dict[str, Any]) -> dict[str, Any]:
-    """A tool result carrying `value` both as structuredContent and as one JSON text block."""
-    return {
-        "content": [{"type": "text", "text": json.dumps(value, ensure_ascii=False)}],
-        "structuredContent": value,
-        "isError": False,
-    }
-
-
-def estimate_tokens(value: Any) -> int:
-    return math.ceil(len(json.dumps(value, ensure_ascii=False, separators=(",", ":"))) / 4)
-
-
-@dataclass
-class CallRecord:
-    """What the audit line and the metrics say about one call; filled in as the call goes."""
-
-    tool: str
-    arguments: dict[str, Any]
-    agent: str | None = None
-    decision: str | None = None
-    rule: str | None = None
-    outcome: str = "ok"
-    error_code: str | None = None
-    started: float = field(default_factory=time.perf_counter)
-
-    def audit_fields(self) -> dict[str, Any]:
-        args = self.arguments.get("args")
-        return {
-            # Unresolved (refused): the id as the call gave it, so a refusal shows who tried.
-            "agent": self.agent if self.agent is not None else _str_or_none(self.arguments.get("agent_id")),
-            "tool": self.tool,
-            "server": _str_or_none(self.arguments.get("server")),
-            "downstream_tool": _str_or_none(self.arguments.get("tool")),
-            "arg_names": sorted(args) if isinstance(args, dict) else None,
-            "decision": self.decision,
-            "rule": self.rule,
-            "outcome": self.outcome,
-            "error_code": self.error_code,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 2),
-        }
-
-
-def _str_or_none(value: Any) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 @dataclass(frozen=True)
@@ -137,12 +136,16 @@ class ToolSettings:
     default_agent: str | None = None  # GATEWAY_DEFAULT_AGENT
     pinned_agent: str | None = None  # --agent / GATEWAY_AGENT
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
-    max_result_bytes: int | None = None  # a larger downstream result is refused, not passed on
+    max_result_bytes: int | None = None  # no answer may be larger; a larger downstream result is refused
+    max_result_tokens: int = budget.DEFAULT_MAX_RESULT_TOKENS  # GATEWAY_MAX_RESULT_TOKENS
 
 
 class GatewayTools:
-    def __init__(self, store, downstream, catalog, slots, audit, metrics, settings: ToolSettings,
-                 status_extra: Callable[[], dict[str, Any]] = dict, limiter: RateLimiter | None = None):
+    def __init__(self, store: ConfigStore, downstream: DownstreamCalls, catalog: ToolCatalog, slots: ServerSlots,
+                 audit: AuditSink, metrics: Metrics, settings: ToolSettings,
+                 status_extra: Callable[[], dict[str, Any]] = dict, pin_store: pins.PinStore | None = None,
+                 limiter: RateLimiter | None = None):
+        self._pins = pin_store  # None: no pinning
         self._store = store
         self._downstream = downstream
         self._catalog = catalog
@@ -159,11 +162,15 @@ class GatewayTools:
         }
         if settings.debug:
             self._handlers["get_gateway_status"] = self._get_gateway_status
+        # A pinned gateway does not advertise agent_id (there is nothing to choose), but
+        # still accepts it, so that a call naming another agent is refused by name.
+        advertise_agent_id = settings.pinned_agent is None
         self._definitions = [
-            {"name": name, "description": DEFINITIONS[name]["description"], "inputSchema": _input_schema(DEFINITIONS[name])}
+            {"name": name, "description": DEFINITIONS[name]["description"],
+             "inputSchema": _input_schema(DEFINITIONS[name], advertise_agent_id)}
             for name in self._handlers
         ]
-        self._validators = {d["name"]: _compile(d["inputSchema"]) for d in self._definitions}
+        self._checkers = {name: ArgumentChecker(_input_schema(DEFINITIONS[name])) for name in self._handlers}
 
     def definitions(self) -> list[dict[str, Any]]:
         return self._definitions
@@ -173,7 +180,7 @@ class GatewayTools:
         """Run one gateway tool; `caller` is the agent the transport authenticated, if any."""
         handler = self._handlers.get(name)
         if handler is None:
-            raise InvalidParams(f"Unknown tool {name!r}")
+            raise InvalidParams(f"Unknown tool {quote(name)}")
         record = CallRecord(name, arguments)
         snapshot = self._store.current()
         try:
@@ -184,20 +191,20 @@ class GatewayTools:
                 authenticated=caller,
             )
             self._limiter.take(record.agent, snapshot.rules.agents[record.agent].rate_limit)
-            return handler(snapshot, record, arguments, cancel)
+            return self._within_limit(name, handler(snapshot, record, arguments, cancel))
         except InvalidParams:
-            record.outcome, record.error_code = "invalid_params", "INVALID_PARAMS"
+            record.outcome, record.error_code = OUTCOME_INVALID_PARAMS, INVALID_PARAMS_NAME
             raise
         except GatewayError as exc:
-            record.outcome, record.error_code = "error", exc.code
+            record.outcome, record.error_code = OUTCOME_ERROR, exc.code
             if record.agent is None:  # the identity itself was refused
                 record.decision = "deny"
             return exc.to_result()
         except RequestCancelled:
-            record.outcome = "cancelled"
+            record.outcome = OUTCOME_CANCELLED
             raise
         except BaseException:
-            record.outcome, record.error_code = "internal_error", "INTERNAL_ERROR"
+            record.outcome, record.error_code = OUTCOME_INTERNAL_ERROR, INTERNAL_ERROR_NAME
             raise
         finally:
             self._finish(record)
@@ -205,18 +212,34 @@ class GatewayTools:
     def _finish(self, record: CallRecord) -> None:
         fields = record.audit_fields()
         self._audit.record("tool_call", **fields)
-        failed = record.outcome not in ("ok", "tool_error")
+        failed = record.outcome not in (OUTCOME_OK, OUTCOME_TOOL_ERROR)
         self._metrics.observe(record.agent or "(unresolved)", record.tool, fields["duration_ms"], failed,
                               outcome=record.outcome)
 
     def _check_arguments(self, name: str, arguments: dict[str, Any]) -> None:
-        problems = sorted(_describe(e) for e in self._validators[name].iter_errors(arguments))
+        problems = self._checkers[name].problems(arguments)
         if problems:
             raise InvalidParams(f"Invalid arguments for {name}: " + "; ".join(problems))
 
+    def _within_limit(self, name: str, result: dict) -> dict:
+        """`result`, if its answer fits the message limit; a downstream result that does not
+        is a DOWNSTREAM_ERROR, anything else an internal error (never a line too long)."""
+        limit = self._settings.max_result_bytes
+        if limit is None:
+            return result
+        size = len(encode(result))
+        if size + ENVELOPE_BYTES <= limit:
+            return result
+        if name == "execute_tool":
+            raise DownstreamError(
+                f"The tool returned {size} bytes, more than the gateway's limit of {limit} bytes; ask it for less",
+                size=size, limit=limit,
+            )
+        raise InternalError(f"The answer of {name} would be {size} bytes, more than the message limit of {limit} bytes")
+
     # --- list_servers ----------------------------------------------------------------
 
-    def _list_servers(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+    def _list_servers(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event) -> dict:
         servers = []
         for name, spec in sorted(snapshot.servers.servers.items()):
             if not policy.decide_server(snapshot.rules, record.agent, name).allowed:
@@ -230,39 +253,66 @@ class GatewayTools:
 
     # --- get_server_tools ------------------------------------------------------------
 
-    def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
-        server = arguments["server"]
-        spec = self._allowed_server(snapshot, record, server)
+    def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event) -> dict:
         pattern = arguments.get("pattern")
         if pattern is not None and not policy.is_valid_pattern(pattern):
-            raise InvalidParams(f"pattern {pattern!r} is not allowed: use '*', 'prefix*', '*suffix' or an exact name")
-        wanted = _split_names(arguments.get("names"))
-        tools = self._catalog.tools(spec, self._timeout_s(spec, None), cancel, agent=record.agent)
-        permitted = [t for t in tools if policy.decide_tool(snapshot.rules, record.agent, server, t["name"]).allowed]
-        chosen = [
+            raise InvalidParams(policy.pattern_message(pattern))
+        server = arguments.get("server")
+        if isinstance(server, str):
+            _refuse_unsendable_name("server", server)
+        if search.is_search(arguments):
+            return self._search_tools(snapshot, record, arguments, cancel)
+        spec = self._allowed_server(snapshot, record, server)
+        wanted = search.split_names(arguments.get("names"))
+        permitted = self._visible_tools(snapshot, record, spec, self._timeout_s(spec, None), cancel)
+        matched = [
             t for t in permitted
             if (wanted is None or t["name"] in wanted) and (pattern is None or policy.matches(pattern, t["name"]))
         ]
-        budget = arguments.get("max_schema_tokens")
-        returned, used = [], 0
-        for tool in chosen:
-            cost = estimate_tokens(tool)
-            if budget is not None and used + cost > budget:
-                break
-            returned.append(tool)
-            used += cost
-        return object_result({
-            "server": server,
-            "tools": returned,
-            "total_available": len(permitted),
-            "returned": len(returned),
-            "tokens_used": used,
-        })
+        listing = within_budget(matched, arguments.get("max_schema_tokens"))
+        listing = {"server": server, **listing, "total_available": len(permitted)}
+        return object_result(fit_listing(listing, self._settings.max_result_bytes))
+
+    def _visible_tools(self, snapshot: Snapshot, record: CallRecord, spec: ServerSpec, timeout_s: float,
+                       cancel) -> list[dict]:
+        """The server's tools this agent may see: allowed by its rules."""
+        deadline = time.monotonic() + timeout_s
+        # A listing that has to open a session takes a server slot, as a call does.
+        tools = self._catalog.tools(spec, deadline, cancel, agent=record.agent,
+                                    hold=lambda: self._slots.acquire(spec, deadline, cancel))
+        blocked = self._pins.review(spec.name, tools, snapshot.rules.on_tool_change).blocked if self._pins else ()
+        return [t for t in tools if t["name"] not in blocked
+                and policy.decide_tool(snapshot.rules, record.agent, spec.name, t["name"]).allowed]
+
+    def _search_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+        server = arguments.get("server")
+        if server not in (None, "*"):
+            specs = [self._allowed_server(snapshot, record, server)]
+        else:
+            record.decision = "allow"
+            specs = [spec for name, spec in sorted(snapshot.servers.servers.items())
+                     if policy.decide_server(snapshot.rules, record.agent, name).allowed]
+        deadline = time.monotonic() + self._settings.default_timeout_ms / 1000
+        lists, unavailable = search.gather(
+            specs, lambda spec, timeout_s: self._visible_tools(snapshot, record, spec, timeout_s, cancel),
+            self._catalog.is_cached, deadline,
+        )
+        answer = search.select(arguments, lists, estimate_tokens)
+        if unavailable:
+            answer["unavailable"] = unavailable
+        return object_result(answer)
 
     # --- execute_tool ----------------------------------------------------------------
 
-    def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+    def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event) -> dict:
         server, tool, args = arguments["server"], arguments["tool"], arguments["args"]
+        # Before the policy check and any session: no server could read them.
+        _refuse_unsendable_name("server", server)
+        _refuse_unsendable_name("tool", tool)
+        problem = unsendable(args)
+        if problem is not None:
+            raise InvalidArguments(f"Arguments for {quote(tool)} cannot be sent: {cut(problem, 300)}",
+                                   problems=[cut(problem, 300)])
         decision = policy.decide_tool(snapshot.rules, record.agent, server, tool)
         record.decision, record.rule = ("allow" if decision.allowed else "deny"), decision.rule
         if not decision.allowed:
@@ -271,21 +321,22 @@ class GatewayTools:
                 rule=decision.rule,
             )
         spec = self._defined_server(snapshot, server)
-        self._check_sendable(tool, args)  # before any session: no server could read them
         timeout_s = self._timeout_s(spec, arguments.get("timeout_ms"))
         deadline = time.monotonic() + timeout_s
         definition = self._catalog.known(spec, tool)
+        pin_warnings: list[str] = []
         if definition is not None:
             # A cache hit: bad arguments are refused here, before any session is opened.
-            self._check_downstream_arguments(spec, definition, args)
+            pin_warnings.append(self._pin_warning(snapshot, spec, definition))
+            self._check_downstream_arguments(spec, definition, args, deadline, cancel)
 
         def check_listed(tools: list[dict]) -> None:
             # Runs inside the call's own session, between its tools/list and tools/call.
-            self._catalog.store(spec, tools)
-            listed = next((t for t in tools if t.get("name") == tool), None)
+            listed = next((t for t in self._catalog.store(spec, tools) if t.get("name") == tool), None)
             if listed is None:
                 raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
-            self._check_downstream_arguments(spec, listed, args)
+            pin_warnings.append(self._pin_warning(snapshot, spec, listed, tools))
+            self._check_downstream_arguments(spec, listed, args, deadline, cancel)
 
         # The answer comes as soon as the result does, but the slot is given back only once
         # the session has closed: a server process still winding down counts against its
@@ -300,50 +351,68 @@ class GatewayTools:
             # know): list once and call in the same session, one server start-up.
             result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel,
                                                          check=check_listed, agent=record.agent, on_closed=release)
-        self._check_result_size(server, tool, result)
+        self._check_result_size(result)
+        result = self._fit_result(spec, arguments.get("max_result_tokens"), record, result)
+        result = self._with_pin_warning(record, result, [w for w in pin_warnings if w])
         if result.get("isError"):
-            record.outcome = "tool_error"
+            record.outcome = OUTCOME_TOOL_ERROR
         return result
 
-    def _check_result_size(self, server: str, tool: str, result: dict) -> None:
+    def _pin_warning(self, snapshot: Snapshot, spec: ServerSpec, definition: dict,
+                     listed: list[dict] | None = None) -> str | None:
+        """Raises ToolChanged for a changed tool in block mode; its warning in warn mode."""
+        if self._pins is None:
+            return None
+        if listed is not None:  # a fresh list: pins a first-seen server, reports its changes
+            self._pins.review(spec.name, listed, snapshot.rules.on_tool_change)
+        return self._pins.review_one(spec.name, definition, snapshot.rules.on_tool_change)
+
+    @staticmethod
+    def _with_pin_warning(record: CallRecord, result: dict, warnings: list[str]) -> dict:
+        if not warnings:
+            return result
+        record.extra["tool_changed"] = warnings[-1]
+        return {**result, "_meta": {**(result.get("_meta") or {}), pins.META_KEY: warnings[-1]}}
+
+    def _fit_result(self, spec: ServerSpec, requested: int | None, record: CallRecord, result: dict) -> dict:
+        cap = self._settings.max_result_bytes // budget.CHARS_PER_TOKEN if self._settings.max_result_bytes else None
+        tokens = budget.resolve_tokens(requested, spec.max_result_tokens, self._settings.max_result_tokens, cap)
+        fitted = budget.fit(result, tokens, cap)
+        record.extra.update(result_chars=fitted.result_chars, returned_chars=fitted.returned_chars)
+        return fitted.result
+
+    def _check_result_size(self, result: dict) -> None:
+        """A downstream result over the message limit is refused before it is fitted to a token budget."""
         limit = self._settings.max_result_bytes
-        if limit is None:
-            return
-        size = len(json.dumps(result, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
-        if size > limit:
+        size = len(encode(result))
+        if limit is not None and size + ENVELOPE_BYTES > limit:
             raise DownstreamError(
-                f"Tool {tool!r} on server {server!r} returned {size} bytes, more than the gateway's "
-                f"limit of {limit} bytes; ask it for less",
+                f"The tool returned {size} bytes, more than the gateway's limit of {limit} bytes; ask it for less",
                 size=size, limit=limit,
             )
 
-    @staticmethod
-    def _check_sendable(tool: str, args: dict) -> None:
-        try:
-            json.dumps(args, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            # Valid JSON on our side (a \ud800 escape), but no UTF-8 message can carry it.
-            problem = "(root): contains a lone surrogate (\\ud800-\\udfff), which cannot be sent as UTF-8"
-            raise InvalidArguments(f"Arguments for {tool!r} cannot be sent: {problem}", problems=[problem])
-
-    def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict) -> None:
-        validator = self._catalog.validator(spec, definition)
-        if validator is None:
+    def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict,
+                                    deadline: float, cancel: threading.Event) -> None:
+        checker = self._catalog.checker(spec, definition)
+        if checker is None:
             return
+        name = definition["name"]
         try:
-            problems = sorted(_describe(e) for e in validator.iter_errors(args))
+            problems = checker.problems(args, deadline=deadline, cancel=cancel, what=f"tool {name!r}")
+        except (GatewayError, RequestCancelled):
+            raise
         except Exception:  # an unresolvable $ref and the like: let the server judge
-            logger.warning("Could not check arguments of %r on %r against its schema", definition["name"], spec.name)
+            logger.warning("Could not check arguments of %r on %r against its schema", name, spec.name)
             return
         if problems:
             raise InvalidArguments(
-                f"Arguments do not match the inputSchema of {definition['name']!r}: " + "; ".join(problems),
+                f"Arguments do not match the inputSchema of {name!r}: " + "; ".join(problems),
                 problems=problems,
             )
 
     # --- get_gateway_status ----------------------------------------------------------
 
-    def _get_gateway_status(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+    def _get_gateway_status(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event) -> dict:
         rules = snapshot.rules
         status = {
             "config_paths": {"mcp_config": snapshot.servers.path, "gateway_rules": rules.path},
@@ -364,6 +433,8 @@ class GatewayTools:
     # --- shared ----------------------------------------------------------------------
 
     def _allowed_server(self, snapshot: Snapshot, record: CallRecord, server: str) -> ServerSpec:
+        # The rules decide first, whether or not the server is defined: an agent learns
+        # nothing about servers it may not use.
         decision = policy.decide_server(snapshot.rules, record.agent, server)
         record.decision, record.rule = ("allow" if decision.allowed else "deny"), decision.rule
         if not decision.allowed:
@@ -381,18 +452,7 @@ class GatewayTools:
         return (requested_ms or spec.timeout_ms or self._settings.default_timeout_ms) / 1000
 
 
-def _split_names(names: str | None) -> set[str] | None:
-    if names is None:
-        return None
-    return {n.strip() for n in names.split(",") if n.strip()}
-
-
-def _compile(schema: dict[str, Any]) -> Any:
-    from jsonschema import Draft202012Validator
-
-    return Draft202012Validator(schema)
-
-
-def _describe(error: Any) -> str:
-    location = "/".join(str(p) for p in error.absolute_path)
-    return f"{location or '(root)'}: {error.message}"
+def _refuse_unsendable_name(key: str, value: str) -> None:
+    if has_lone_surrogate(value):
+        problem = f"$.{key}: contains a lone surrogate (\\ud800-\\udfff), which cannot be sent as UTF-8"
+        raise InvalidArguments(f"The {key} name cannot be sent: {problem}", problems=[problem])

@@ -48,6 +48,7 @@ FAULT_SERVER = SERVERS_DIR / "fault_server.py"
 SDK_STDIO_SERVER = SERVERS_DIR / "sdk_stdio_server.py"
 SDK_HTTP_SERVER = SERVERS_DIR / "sdk_http_server.py"
 BAD_HTTP_SERVER = SERVERS_DIR / "bad_http_server.py"
+LISTED_TOOLS_SERVER = SERVERS_DIR / "listed_tools_server.py"
 
 MCP_CONFIG_NAME = ".mcp.json"
 RULES_NAME = ".mcp-gateway-rules.json"
@@ -268,6 +269,32 @@ def fault_server(tag: str, *extra_args: str, log: str | os.PathLike | None = Non
 def sdk_stdio_server(tag: str, **entry: Any) -> dict:
     """A `.mcp.json` server entry that launches tests/servers/sdk_stdio_server.py."""
     return {"command": sys.executable, "args": [str(SDK_STDIO_SERVER), "--tag", tag], **entry}
+
+
+def listed_tools_server(config_dir: ConfigDir, tag: str, tools: list[dict], log: str | os.PathLike | None = None,
+                        **entry: Any) -> dict:
+    """A `.mcp.json` entry for tests/servers/listed_tools_server.py, listing `tools` as given
+    (written to a new file in `config_dir`)."""
+    tools_file = config_dir.path(f"tools-{len(list(config_dir.root.glob('tools-*.json')))}.json")
+    tools_file.write_text(json.dumps(tools), encoding="utf-8")
+    args = [str(LISTED_TOOLS_SERVER), "--tag", tag, "--tools", str(tools_file)]
+    if log is not None:
+        args += ["--log", str(log)]
+    return {"command": sys.executable, "args": args, **entry}
+
+
+def execute_message(request_id: Any, server: str, tool: str, args: Any, agent_id: str = "dev", **extra: Any) -> dict:
+    """A whole tools/call request for execute_tool, for RawGateway.send."""
+    arguments = {"agent_id": agent_id, "server": server, "tool": tool, "args": args, **extra}
+    return {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": "execute_tool", "arguments": arguments}}
+
+
+def raw_error_of(response: dict) -> dict:
+    """The gateway error of a raw tools/call response that is a tool error."""
+    result = response["result"]
+    assert result["isError"], result
+    return result["structuredContent"]["error"]
 
 
 def http_server(url: str, **entry: Any) -> dict:

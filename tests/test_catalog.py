@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 
 import pytest
 
 import harness
-from gateway_lib.catalog import ToolCatalog
-from gateway_lib.errors import INVALID_ARGUMENTS, TOOL_NOT_FOUND
+from gateway_lib.catalog import MAX_DESCRIPTION_CHARS, ToolCatalog
+from gateway_lib.errors import INVALID_ARGUMENTS, TOOL_NOT_FOUND, RequestCancelled, ToolTimeout
 from gateway_lib.model import ServerSpec
 
 ECHO = {"name": "echo", "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}
@@ -45,7 +46,7 @@ def catalog(lister: FakeLister, ttl_s: float = 300.0, clock: FakeClock | None = 
 
 
 def fetch(cat: ToolCatalog, spec: ServerSpec = SPEC) -> list[dict]:
-    return cat.tools(spec, 5.0, threading.Event())
+    return cat.tools(spec, time.monotonic() + 5.0, threading.Event())
 
 
 # --- as a unit -------------------------------------------------------------------------------
@@ -109,24 +110,78 @@ def test_known_answers_only_from_a_fresh_list_and_never_fetches():
     assert lister.calls == 0
 
 
-def test_a_tools_validator_is_compiled_once_per_cached_list():
+def test_a_tools_checker_is_compiled_once_per_cached_list():
     cat = catalog(FakeLister())
     cat.store(SPEC, [ECHO])
-    first = cat.validator(SPEC, ECHO)
-    assert cat.validator(SPEC, ECHO) is first
-    assert [e.message for e in first.iter_errors({})] == ["'text' is a required property"]
-    cat.store(SPEC, [ECHO])  # a refreshed list starts with no validators
-    assert cat.validator(SPEC, ECHO) is not first
+    first = cat.checker(SPEC, ECHO)
+    assert cat.checker(SPEC, ECHO) is first
+    assert first.problems({}) == ["$: 'text' is a required property"]
+    cat.store(SPEC, [ECHO])  # a refreshed list starts with no checkers
+    assert cat.checker(SPEC, ECHO) is not first
 
 
-def test_a_tool_with_an_invalid_schema_gets_no_validator_judged_and_logged_once(caplog):
+def test_a_tool_with_an_invalid_schema_gets_no_checker_judged_and_logged_once(caplog):
     cat = catalog(FakeLister())
     broken = {"name": "broken", "inputSchema": {"type": "object", "properties": {"x": {"type": 5}}}}
-    cat.store(SPEC, [broken])
+    cat.store(SPEC, [broken, ECHO])
     with caplog.at_level("WARNING", logger="gateway_lib.catalog"):
-        assert cat.validator(SPEC, broken) is None
-        assert cat.validator(SPEC, broken) is None
+        assert cat.checker(SPEC, broken) is None
+        assert cat.checker(SPEC, broken) is None
+    assert cat.checker(SPEC, ECHO) is not None  # the server's other tools are checked as usual
     assert len([r for r in caplog.records if "invalid inputSchema" in r.getMessage()]) == 1
+
+
+class BlockingLister:
+    """A list_tools stand-in that blocks until released, counting its calls."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.calls = 0
+
+    def __call__(self, spec, timeout_s, cancel, agent=None) -> list[dict]:
+        self.calls += 1
+        self.entered.set()
+        assert self.release.wait(10)
+        return [ECHO]
+
+
+def test_waiting_for_another_callers_fetch_ends_when_cancelled_or_at_the_deadline():
+    lister = BlockingLister()
+    cat = ToolCatalog(lister)
+    filler = threading.Thread(target=lambda: cat.tools(SPEC, time.monotonic() + 30, threading.Event()))
+    filler.start()
+    try:
+        assert lister.entered.wait(10)
+        cancelled = threading.Event()
+        cancelled.set()
+        with pytest.raises(RequestCancelled):
+            cat.tools(SPEC, time.monotonic() + 30, cancelled)
+        with pytest.raises(ToolTimeout):
+            cat.tools(SPEC, time.monotonic() + 0.2, threading.Event())
+        assert not lister.release.is_set()  # both gave up while the fetch still ran
+    finally:
+        lister.release.set()
+        filler.join(10)
+    assert lister.calls == 1 and cat.known(SPEC, "echo") == ECHO
+
+
+def test_a_fetch_holds_what_hold_gives_it_and_gives_it_back_and_a_cache_hit_takes_nothing():
+    held = []
+    cat = catalog(FakeLister(ECHO))
+
+    def hold():
+        held.append("taken")
+        return lambda: held.append("given back")
+
+    cat.tools(SPEC, time.monotonic() + 5, threading.Event(), hold=hold)
+    cat.tools(SPEC, time.monotonic() + 5, threading.Event(), hold=hold)
+    assert held == ["taken", "given back"]
+
+
+def test_an_over_long_tool_description_is_cut_with_a_marker():
+    cat = catalog(FakeLister())
+    [kept] = cat.store(SPEC, [{**ECHO, "description": "d" * (MAX_DESCRIPTION_CHARS + 10)}])
+    assert kept["description"] == "d" * MAX_DESCRIPTION_CHARS + "... [cut: 10 more characters]"
 
 
 # --- end to end: counting downstream sessions --------------------------------------------------
@@ -207,7 +262,9 @@ def test_an_unknown_tool_refreshes_the_list_once_and_is_tool_not_found_without_a
 
 def test_a_tool_added_after_the_list_was_cached_is_found_by_the_refresh(config_dir, tag, log):
     tools_file = config_dir.path("extra-tools.txt")
-    config_dir.write({"tools": harness.fault_server(tag, "--tools-file", str(tools_file), log=log)}, RULES)
+    # A tool added to a pinned server is blocked by default (test_pins.py); here it is served.
+    config_dir.write({"tools": harness.fault_server(tag, "--tools-file", str(tools_file), log=log)},
+                     {**RULES, "defaults": {"on_tool_change": "warn"}})
     with config_dir.gateway() as gw:
         before = gw.call_json("get_server_tools", {"server": "tools"})
         assert "fresh" not in [t["name"] for t in before["tools"]]

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
-import threading
 from pathlib import Path
 from types import MappingProxyType
 
 import pytest
 
-from gateway_lib import config, policy
+from gateway_lib import config, locate, policy, schema_check
+from gateway_lib import store as config_store
 from gateway_lib.errors import ConfigError, Problem
 from gateway_lib.model import HTTP, KEEP_ALIVE, PER_CALL, SSE, STDIO, ServersConfig
 
@@ -46,6 +47,11 @@ def load_servers(path: Path | str, environ: dict | None = None):
     return config.load_servers(str(path), environ or {})
 
 
+def own_env(spec) -> dict:
+    """The env a server entry gives its process, without the gateway's recursion marker."""
+    return {key: value for key, value in spec.env.items() if key != config.PARENT_CONFIGS_ENV}
+
+
 # ============================================================================ servers
 
 CLAUDE_CODE_CONFIG = {
@@ -74,7 +80,7 @@ def test_a_claude_code_mcp_json_loads_unchanged(tmp_path):
     assert loaded.path == str(path)
     assert (brave.transport, brave.command) == (STDIO, "npx")
     assert brave.args == ("-y", "@modelcontextprotocol/server-brave-search")
-    assert dict(brave.env) == {"BRAVE_API_KEY": "k1"}
+    assert own_env(brave) == {"BRAVE_API_KEY": "k1"}
     assert (remote.transport, remote.url) == (HTTP, "https://example.com/mcp")
     assert dict(remote.headers) == {"Authorization": "Bearer t1"}
     assert brave.description == "" and brave.unusable is None and remote.unusable is None
@@ -93,7 +99,7 @@ def test_server_options_are_carried_over(tmp_path):
 def test_server_options_have_defaults(tmp_path):
     spec = load_servers(servers_file(tmp_path, {"s": {"command": "x"}})).servers["s"]
     assert (spec.session, spec.timeout_ms, spec.max_concurrency) == (PER_CALL, None, None)
-    assert spec.cwd is None and spec.args == () and dict(spec.env) == {}
+    assert spec.cwd is None and spec.args == () and own_env(spec) == {}
 
 
 @pytest.mark.parametrize(
@@ -145,7 +151,7 @@ def test_variables_are_substituted_in_every_substitutable_field(tmp_path):
     loaded = load_servers(path, environ)
     local, remote = loaded.servers["local"], loaded.servers["remote"]
     assert local.command == "uvx" and local.args == ("--db", "main", "xmainy")
-    assert dict(local.env) == {"TOKEN": "t0k"}
+    assert own_env(local) == {"TOKEN": "t0k"}
     assert remote.url == "https://h.example/mcp"
     assert dict(remote.headers) == {"Authorization": "Bearer t0k"}
 
@@ -337,6 +343,16 @@ BROKEN_SERVERS = [
     pytest.param('{"mcpServers": {"odd.name": {"command": 1}}}',
                  "$.mcpServers['odd.name'].command", 1, "must be a string",
                  id="a name with a dot is quoted in the path"),
+    pytest.param('{"mcpServers": {\n"\\ud800": {"command": "x"}}}', r"$.mcpServers['\ud800']", 2,
+                 "lone surrogate", id="a lone surrogate in a server name"),
+    pytest.param('{"mcpServers": {"db": {"command": "x", "args": ["\\udc00"]}}}', "$.mcpServers.db.args[0]", 1,
+                 "lone surrogate", id="a lone surrogate in an argument"),
+    pytest.param('{"mcpServers": {"db": {"command": "x",\n "timeout_ms": ' + "9" * 5000 + '}}}', "$", 2,
+                 "thousands of digits", id="a 5,000-digit integer is a problem line, not a traceback"),
+    pytest.param('{"mcpServers": {"db": {"url": "ftp://files.example.com/mcp"}}}', "$.mcpServers.db.url", 1,
+                 "must be an http:// or https:// URL", id="a url that is not http(s)"),
+    pytest.param('{"mcpServers": {"db": {"url": "mcp.example.com/mcp"}}}', "$.mcpServers.db.url", 1,
+                 "must be an http:// or https:// URL", id="a url without a scheme"),
 ]
 
 
@@ -464,16 +480,16 @@ def schema_nodes(node, where="$"):
         yield from schema_nodes(child, f"{where}.oneOf[{index}]")
 
 
-@pytest.mark.parametrize("name", [config.MCP_CONFIG_SCHEMA, config.RULES_SCHEMA])
+@pytest.mark.parametrize("name", [schema_check.MCP_CONFIG_SCHEMA, schema_check.RULES_SCHEMA])
 def test_every_schema_node_has_a_description(name):
-    schema = json.loads((config.SCHEMA_DIR / name).read_text(encoding="utf-8"))
+    schema = json.loads((schema_check.SCHEMA_DIR / name).read_text(encoding="utf-8"))
     nodes = list(schema_nodes(schema))
     assert len(nodes) > 10
     assert [where for where, node in nodes if not node.get("description")] == []
 
 
 def rules_schema_defs() -> dict:
-    return json.loads((config.SCHEMA_DIR / config.RULES_SCHEMA).read_text())["$defs"]
+    return json.loads((schema_check.SCHEMA_DIR / schema_check.RULES_SCHEMA).read_text())["$defs"]
 
 
 @pytest.mark.parametrize(
@@ -509,7 +525,7 @@ def test_rules_naming_undefined_servers_are_warned_about(tmp_path):
                     "deny": {"servers": ["*-prod", "legacy"]}},
         },
     )
-    assert config.undefined_server_warnings(servers, rules) == (
+    assert config_store.undefined_server_warnings(servers, rules) == (
         "Rule agents.backend.allow.servers[0] names server 'pg' which is not defined in .mcp.json",
         "Rule agents.ops.allow.tools.cache names server 'cache' which is not defined in .mcp.json",
         "Rule agents.ops.deny.servers[1] names server 'legacy' which is not defined in .mcp.json",
@@ -519,14 +535,69 @@ def test_rules_naming_undefined_servers_are_warned_about(tmp_path):
 def test_warnings_are_deduplicated(tmp_path):
     servers = ServersConfig(path=".mcp.json", servers=MappingProxyType({}))
     _, rules = loaded_pair(tmp_path, {}, {"a": {"allow": {"servers": ["pg"]}}})
-    assert len(config.undefined_server_warnings(servers, rules)) == 1
+    assert len(config_store.undefined_server_warnings(servers, rules)) == 1
 
 
 def test_a_snapshot_carries_the_warnings(tmp_path):
     servers, rules = loaded_pair(tmp_path, {}, {"a": {"allow": {"servers": ["pg"]}}})
-    snapshot = config.build_snapshot(servers, rules)
+    snapshot = config_store.build_snapshot(servers, rules)
     assert (snapshot.servers, snapshot.rules) == (servers, rules)
     assert len(snapshot.warnings) == 1 and "'pg'" in snapshot.warnings[0]
+
+
+def test_an_unknown_key_in_a_server_entry_is_a_warning_naming_the_nearest_known_key(tmp_path):
+    path = servers_file(tmp_path, {"db": {"command": "x", "sesion": "keep-alive", "zzz": 1}})
+    loaded = load_servers(path)
+    assert loaded.servers["db"].session == PER_CALL  # ignored, as before
+    [typo, unknown] = loaded.warnings
+    assert typo.endswith("$.mcpServers.db.sesion: unknown key 'sesion' is ignored (did you mean 'session'?)")
+    assert unknown.endswith("$.mcpServers.db.zzz: unknown key 'zzz' is ignored")
+
+
+GATEWAY_PY = str(config.GATEWAY_SCRIPT)
+
+
+@pytest.mark.parametrize("entry", [
+    {"command": "python3", "args": [GATEWAY_PY, "--agent", "a"]},
+    {"command": "python3", "args": [Path(GATEWAY_PY).name], "cwd": str(Path(GATEWAY_PY).parent)},
+    {"command": "/home/u/.venv/bin/agent-mcp-gateway"},
+    {"command": "python", "args": ["-m", "gateway_lib"]},
+], ids=["gateway.py", "gateway.py relative to cwd", "the console script", "-m gateway_lib"])
+def test_an_entry_that_starts_this_gateway_is_skipped_with_a_warning(tmp_path, entry):
+    loaded = load_servers(servers_file(tmp_path, {"me": entry, "other": {"command": "x"}}))
+    assert list(loaded.servers) == ["other"]
+    assert loaded.warnings == ("Server 'me' is skipped: its entry starts this gateway, which would then call itself",)
+
+
+def test_an_entry_that_only_mentions_a_gateway_py_elsewhere_is_loaded(tmp_path):
+    loaded = load_servers(servers_file(tmp_path, {"other": {"command": "python3", "args": ["/srv/gateway.py"]}}))
+    assert list(loaded.servers) == ["other"] and loaded.warnings == ()
+
+
+def test_every_stdio_server_is_told_which_gateways_started_it_and_http_servers_are_not(tmp_path):
+    path = servers_file(tmp_path, {"local": {"command": "x"}, "remote": {"url": "https://h/mcp"}})
+    above = "/elsewhere/.mcp.json"
+    loaded = load_servers(path, {config.PARENT_CONFIGS_ENV: above})
+    marker = loaded.servers["local"].env[config.PARENT_CONFIGS_ENV]
+    assert marker.split(os.pathsep) == [above, os.path.realpath(path)]
+    assert config.PARENT_CONFIGS_ENV not in loaded.servers["remote"].env
+
+
+def test_a_gateway_started_by_a_gateway_reading_the_same_file_loads_none_of_its_servers(tmp_path):
+    path = servers_file(tmp_path, {"a": {"command": "x"}, "b": {"command": "y"}})
+    loaded = load_servers(path, {config.PARENT_CONFIGS_ENV: os.path.realpath(path)})
+    assert dict(loaded.servers) == {}
+    [warning] = loaded.warnings
+    assert "started by a gateway that reads the same file" in warning and "none of its 2 server(s)" in warning
+
+
+def test_check_lists_every_warning_of_the_servers_file_once_and_logs_none_of_them(tmp_path, caplog):
+    mcp = servers_file(tmp_path, {"s": {"command": "${MISSING}", "sesion": "keep-alive"}})
+    rules = rules_file(tmp_path, {"a": {"allow": {"servers": ["s"]}}})
+    with caplog.at_level("WARNING"):
+        problems, warnings = config.check_files(mcp, rules, {})
+    assert problems == [] and len(warnings) == 2
+    assert caplog.records == []  # whoever shows the warnings (check, start-up, reload) logs them, once
 
 
 # ============================================================================ store
@@ -535,7 +606,7 @@ def test_a_snapshot_carries_the_warnings(tmp_path):
 def test_replacing_rules_leaves_earlier_snapshots_untouched(tmp_path):
     servers, rules = loaded_pair(tmp_path, {"pg": {"command": "x"}},
                                  {"a": {"allow": {"servers": ["pg"]}}})
-    store = config.ConfigStore(config.build_snapshot(servers, rules))
+    store = config_store.ConfigStore(config_store.build_snapshot(servers, rules))
     before = store.current()
     new_rules = config.load_rules(str(rules_file(tmp_path, {"a": {"allow": {"servers": ["gone"]}}})))
     after = store.replace_rules(new_rules)
@@ -549,30 +620,11 @@ def test_replacing_rules_leaves_earlier_snapshots_untouched(tmp_path):
 
 def test_replacing_servers_recomputes_warnings(tmp_path):
     servers, rules = loaded_pair(tmp_path, {}, {"a": {"allow": {"servers": ["pg"]}}})
-    store = config.ConfigStore(config.build_snapshot(servers, rules))
+    store = config_store.ConfigStore(config_store.build_snapshot(servers, rules))
     assert len(store.current().warnings) == 1
     with_pg = load_servers(servers_file(tmp_path, {"pg": {"command": "x"}}))
     swapped = store.replace_servers(with_pg)
     assert swapped.warnings == () and swapped.rules is rules and store.current() is swapped
-
-
-def test_readers_always_see_a_whole_snapshot(tmp_path):
-    servers, rules = loaded_pair(tmp_path, {}, {"a": {}})
-    other_rules = config.load_rules(str(rules_file(tmp_path, {"b": {}})))
-    store = config.ConfigStore(config.build_snapshot(servers, rules))
-    seen, stop = [], threading.Event()
-
-    def read():
-        while not stop.is_set():
-            seen.append(store.current())
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    for index in range(200):
-        store.replace_rules(other_rules if index % 2 else rules)
-    stop.set()
-    reader.join()
-    assert seen and all(s.servers is servers and s.rules in (rules, other_rules) for s in seen)
 
 
 # ============================================================================ finding files
@@ -588,7 +640,7 @@ def places(tmp_path):
 
 
 def find(places, environ=None):
-    return config.find_config_paths(environ or {}, places["cwd"], places["home"],
+    return locate.find_config_paths(environ or {}, places["cwd"], places["home"],
                                     places["bundled"])
 
 

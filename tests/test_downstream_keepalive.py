@@ -19,7 +19,7 @@ import pytest
 
 import harness
 from gateway_lib.downstream import Downstream
-from gateway_lib.errors import RequestCancelled, ServerUnavailable, ToolTimeout
+from gateway_lib.errors import DownstreamError, RequestCancelled, ServerUnavailable, ToolTimeout
 from gateway_lib.model import KEEP_ALIVE, PER_CALL, ServerSpec
 
 CALL_S = 60  # generous: first calls start a process on a busy machine
@@ -154,6 +154,59 @@ def test_a_call_with_a_changed_entry_replaces_the_session_opened_with_the_old_on
     assert open_sessions(downstream) == [("fs", "alice", 1)]
 
 
+
+def test_retire_lets_a_running_call_finish_and_closes_the_old_process_after_it(downstream, tag, tmp_path):
+    spec, release = fault(tag), tmp_path / "release"
+    assert count(downstream, spec, "alice") == "1"
+    [old_pid] = harness.tagged_pids(tag)
+    waiter = Caller(lambda: downstream.call_tool(spec, "wait_file", {"path": str(release)}, CALL_S, agent="alice"))
+    assert harness.wait_until(lambda: open_sessions(downstream) == [("fs", "alice", 2)], timeout=20)
+    changed = replace(spec, description="changed")
+
+    downstream.retire({"fs": changed})
+
+    assert count(downstream, changed, "alice") == "1"  # a fresh session for the new entry, at once
+    assert old_pid in harness.tagged_pids(tag) and not waiter.done()  # the old call still runs
+    release.touch()
+    assert text(waiter.outcome(timeout=CALL_S)) == "released"
+    assert harness.wait_until(lambda: old_pid not in harness.tagged_pids(tag), timeout=20)
+    assert count(downstream, changed, "alice") == "2"
+
+
+def test_a_call_made_under_an_older_config_never_displaces_the_newer_session(downstream, tag):
+    old = fault(tag)
+    new = replace(old, description="new")
+    downstream.retire({"fs": new})  # what a reload says: `new` is the config in force
+    assert [count(downstream, new, "alice") for _ in range(2)] == ["1", "2"]
+
+    assert count(downstream, old, "alice") == "1"  # served under its own config, on a process of its own
+
+    assert count(downstream, new, "alice") == "3"  # the newer session kept its state
+    assert harness.wait_until(lambda: len(harness.tagged_pids(tag)) == 1, timeout=20)
+    assert open_sessions(downstream) == [("fs", "alice", 3)]
+
+
+def test_a_json_rpc_error_with_code_32000_is_a_downstream_error_and_the_session_stays(downstream, tag):
+    spec = fault(tag)
+    assert count(downstream, spec, "alice") == "1"
+
+    with pytest.raises(DownstreamError) as caught:
+        downstream.call_tool(spec, "rpc_error", {"code": -32000, "message": "busy"}, CALL_S, agent="alice")
+
+    assert caught.value.context == {"downstream_code": -32000}
+    assert count(downstream, spec, "alice") == "2"  # same process, same state
+
+
+@pytest.mark.parametrize("kind", ["deep", "surrogate"])
+def test_an_answer_that_cannot_be_read_fails_its_call_at_once_and_the_session_stays(downstream, tag, kind):
+    spec = fault(tag)
+    assert count(downstream, spec, "alice") == "1"
+
+    with pytest.raises(DownstreamError, match="cannot be read"):
+        downstream.call_tool(spec, "unreadable", {"kind": kind}, CALL_S, agent="alice")
+
+    assert count(downstream, spec, "alice") == "2"
+
 def test_a_crash_mid_call_is_unavailable_is_not_retried_and_the_next_call_starts_afresh(downstream, tag, tmp_path):
     log = tmp_path / "server.log"
     spec = fault(tag, log=log)
@@ -248,3 +301,26 @@ def test_shutdown_closes_kept_sessions_kills_their_grandchildren_and_fails_calls
     assert ds.status()["kept_sessions"] == []
     with pytest.raises(ServerUnavailable, match="shutting down"):
         count(ds, spec, "alice")
+
+
+def test_shutdown_closes_stdin_first_then_sends_sigterm_to_a_server_that_lingers(tag, tmp_path):
+    log = tmp_path / "server.log"
+    ds = Downstream()
+    spec = fault(tag, "--mode", "linger", log=log)
+    assert count(ds, spec, "alice") == "1"
+
+    ds.shutdown(timeout_s=3)
+
+    assert harness.wait_no_tagged(tag, timeout=20) == []
+    events = [entry["event"] for entry in harness.read_log(log) if entry["event"] in ("stdin-closed", "sigterm")]
+    assert events == ["stdin-closed", "sigterm"]  # EOF first, then SIGTERM; never a bare SIGKILL
+
+
+def test_shutdown_kills_a_server_that_ignores_stdin_and_sigterm_within_the_bound(tag):
+    ds = Downstream()
+    spec = fault(tag, "--mode", "ignore-sigterm")
+    assert count(ds, spec, "alice") == "1"
+
+    ds.shutdown(timeout_s=3)
+
+    assert harness.tagged_pids(tag) == []  # gone when shutdown returns: SIGKILL came within the bound

@@ -6,6 +6,7 @@ agent sees: its own state kept between calls, nobody else's, and nothing left be
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 
 import pytest
@@ -96,3 +97,45 @@ def test_a_removed_server_entry_closes_its_kept_alive_process(config_dir, tag):
         config_dir.write_servers({"other": harness.fault_server(tag)})
 
         assert harness.wait_no_tagged(tag, timeout=10) == []
+
+
+def test_saving_the_config_lets_a_running_kept_alive_call_finish_and_the_next_call_gets_a_fresh_process(
+        config_dir, tag, tmp_path):
+    release = tmp_path / "release"
+    config_dir.write({"mem": harness.fault_server(tag, session="keep-alive")}, RULES)
+    with config_dir.gateway("--debug") as gw, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        assert counter(gw, "alice") == "1"
+        [old_pid] = harness.tagged_pids(tag)
+        running = pool.submit(execute, gw, "alice", "wait_file", {"path": str(release)})
+        assert harness.wait_until(lambda: in_flight(gw) == 1, timeout=20)
+        successes = reloads(gw)
+
+        config_dir.write_servers({"mem": harness.fault_server(tag, session="keep-alive", description="changed")})
+
+        assert harness.wait_until(lambda: reloads(gw) > successes, timeout=20)
+        assert counter(gw, "alice") == "1"  # the changed entry: a fresh process, fresh state
+        assert old_pid in harness.tagged_pids(tag) and not running.done()  # the old call still runs
+        release.touch()
+        result = running.result(timeout=30)
+        assert not result.is_error and harness.result_text(result) == "released"
+        assert harness.wait_until(lambda: old_pid not in harness.tagged_pids(tag), timeout=20)
+
+
+def test_closing_the_gateway_closes_a_kept_alive_servers_stdin_before_sending_it_sigterm(config_dir, tag, tmp_path):
+    log = tmp_path / "server.log"
+    config_dir.write({"mem": harness.fault_server(tag, "--mode", "linger", log=log, session="keep-alive")}, RULES)
+    with config_dir.gateway() as gw:
+        assert counter(gw, "alice") == "1"
+
+    assert harness.wait_no_tagged(tag, timeout=20) == []
+    events = [entry["event"] for entry in harness.read_log(log) if entry["event"] in ("stdin-closed", "sigterm")]
+    assert events == ["stdin-closed", "sigterm"]  # the spec's order: EOF, wait, SIGTERM (not SIGKILL first)
+
+
+def in_flight(gw: harness.Gateway) -> int:
+    sessions = gw.call_json("get_gateway_status", {"agent_id": "alice"})["downstream"]["kept_sessions"]
+    return sum(session["in_flight"] for session in sessions)
+
+
+def reloads(gw: harness.Gateway) -> int:
+    return gw.call_json("get_gateway_status", {"agent_id": "alice"})["reload_status"]["mcp_config"]["success_count"]

@@ -6,9 +6,9 @@ Each test states one promise of the gateway tools.
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -16,14 +16,12 @@ import pytest
 import harness
 from gateway_lib.errors import (
     DENIED_BY_POLICY,
-    DOWNSTREAM_ERROR,
     FALLBACK_AGENT_NOT_IN_RULES,
     INVALID_AGENT_ID,
     INVALID_ARGUMENTS,
     INVALID_PARAMS,
     NO_FALLBACK_CONFIGURED,
     SERVER_UNAVAILABLE,
-    TIMEOUT,
     TOOL_NOT_FOUND,
 )
 
@@ -227,7 +225,6 @@ def test_a_tool_outside_the_allow_list_is_denied_by_default(gateway):
 def test_an_undefined_server_is_unavailable(gateway):
     error = error_of(gateway.call_tool("execute_tool", {"agent_id": "dev", "server": "ghost", "tool": "x", "args": {}}))
     assert error["code"] == SERVER_UNAVAILABLE
-    assert "ghost" in error["message"]
 
 
 def test_an_unknown_tool_is_tool_not_found(gateway):
@@ -239,67 +236,6 @@ def test_arguments_that_break_the_tools_schema_are_refused_with_every_problem(ga
     error = error_of(gateway.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "add", "args": {"a": "two"}}))
     assert error["code"] == INVALID_ARGUMENTS
     assert len(error["problems"]) == 2  # a is not a number, b is missing
-
-
-def test_a_json_rpc_error_from_the_server_is_a_downstream_error(gateway):
-    error = error_of(gateway.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "rpc_error", "args": {}}))
-    assert error["code"] == DOWNSTREAM_ERROR
-    assert error["downstream_code"] == -32050
-
-
-def test_a_command_that_does_not_exist_is_unavailable_and_the_gateway_keeps_serving(config_dir, tag):
-    config_dir.write({"tools": {"command": f"/nonexistent/{tag}", "args": []}}, RULES)
-    with config_dir.gateway() as gw:
-        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "echo", "args": {}}))
-        assert error["code"] == SERVER_UNAVAILABLE
-        assert gw.call_json("list_servers", {"agent_id": "dev"})["servers"][0]["name"] == "tools"
-
-
-def test_a_server_that_crashes_mid_call_is_unavailable_and_leaves_nothing(config_dir, tag):
-    config_dir.write({"tools": harness.fault_server(tag)}, {"agents": {"dev": {"allow": {"servers": ["tools"]}}}})
-    with config_dir.gateway() as gw:
-        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "crash", "args": {}}))
-        assert error["code"] == SERVER_UNAVAILABLE
-        assert harness.wait_no_tagged(tag) == []
-
-
-# Promptness of a timeout is behaviour, not speed: a gateway that waited for the SDK's
-# close would answer a server that ignores stdin EOF and SIGTERM only after its two 2 s
-# grace periods (>= 4 s past the deadline). The margin below sits well between the two,
-# so load on the machine cannot make a prompt gateway fail, nor a late one pass.
-PROMPT_MARGIN_S = 3.0
-
-
-def test_a_server_that_never_answers_initialize_fails_by_the_deadline(config_dir, tag):
-    config_dir.write({"tools": harness.fault_server(tag, "--mode", "never-initialize")}, RULES)
-    with config_dir.gateway() as gw:
-        started = time.monotonic()
-        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "echo",
-                                                       "args": {"text": "x"}, "timeout_ms": 500}))
-        elapsed = time.monotonic() - started
-    assert error["code"] in (TIMEOUT, SERVER_UNAVAILABLE)
-    assert elapsed < 0.5 + PROMPT_MARGIN_S
-
-
-def test_a_hanging_tool_times_out_at_the_deadline_not_after_cleanup(config_dir, tag):
-    config_dir.write({"tools": harness.fault_server(tag, "--mode", "ignore-sigterm")}, RULES)
-    with config_dir.gateway() as gw:
-        gw.call_json("get_server_tools", {"agent_id": "dev", "server": "tools"})  # warm the catalog
-        started = time.monotonic()
-        error = error_of(gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "sleep",
-                                                       "args": {"seconds": 60}, "timeout_ms": 500}))
-        elapsed = time.monotonic() - started
-        assert error["code"] == TIMEOUT
-        assert elapsed < 0.5 + PROMPT_MARGIN_S
-        assert harness.wait_no_tagged(tag, timeout=10) == []  # cleanup went on in the background
-
-
-def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(config_dir, tag):
-    config_dir.write({"tools": harness.fault_server(tag)}, {"agents": {"dev": {"allow": {"servers": ["tools"]}}}})
-    with config_dir.gateway() as gw:
-        result = gw.call_tool("execute_tool", {"agent_id": "dev", "server": "tools", "tool": "spawn_grandchild", "args": {}})
-        assert not result.is_error
-        assert harness.wait_no_tagged(tag) == []
 
 
 def test_a_cancelled_call_gets_no_answer_and_its_process_is_stopped(config_dir, tag):
@@ -390,17 +326,19 @@ def test_a_pinned_gateway_acts_as_its_agent_and_refuses_any_other(config_dir, ta
     [
         ("list_servers", {"include_metadata": "yes"}),
         ("list_servers", {"agent_id": 5}),
-        ("get_server_tools", {}),
+        ("get_server_tools", {"limit": 0}),
         ("get_server_tools", {"server": ["tools"]}),
         ("get_server_tools", {"server": "tools", "max_schema_tokens": "many"}),
         ("get_server_tools", {"server": "tools", "pattern": "a*b"}),
         ("execute_tool", {"server": "tools", "tool": "echo"}),
         ("execute_tool", {"server": "tools", "tool": "echo", "args": "text"}),
         ("execute_tool", {"server": "tools", "tool": "echo", "args": {}, "timeout_ms": 0}),
+        ("execute_tool", {"server": "tools", "tool": "echo", "args": {}, "timeout_ms": int("9" * 400)}),
         ("execute_tool", {"server": "tools", "tool": "echo", "arguments": {}}),
     ],
-    ids=["bool as string", "agent id a number", "server missing", "server a list", "budget a string",
-         "pattern of another form", "args missing", "args a string", "timeout zero", "unknown key"],
+    ids=["bool as string", "agent id a number", "limit zero", "server a list", "budget a string",
+         "pattern of another form", "args missing", "args a string", "timeout zero",
+         "timeout of 400 nines", "unknown key"],
 )
 def test_malformed_arguments_are_invalid_params(gateway, tool, arguments):
     with pytest.raises(Exception) as refused:
@@ -424,7 +362,7 @@ def test_twenty_concurrent_calls_give_twenty_whole_audit_lines_without_argument_
     assert sorted(harness.result_text(r) for r in results) == sorted(f"secret-{n}" for n in range(20))
     lines = audit.read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
-    calls = [r for r in records if r["tool"] == "execute_tool"]
+    calls = [r for r in records if r.get("tool") == "execute_tool"]
     assert len(calls) == 20
     assert all(r["agent"] == "dev" and r["outcome"] == "ok" and r["arg_names"] == ["text"] for r in calls)
     assert "secret-" not in audit.read_text(encoding="utf-8")
@@ -461,3 +399,112 @@ def test_the_demo_shows_a_session_end_to_end():
     assert '"protocolVersion": "2025-11-25"' in out
     assert '"sum": 5' in out
     assert "DENIED_BY_POLICY" in out
+
+
+# --- arguments no server could read (issue 9, items 7 and 8) -------------------------------------
+
+UNSENDABLE = {
+    "a lone surrogate in server": '{"agent_id":"dev","server":"\\ud800","tool":"echo","args":{}}',
+    "a lone surrogate in tool": '{"agent_id":"dev","server":"tools","tool":"\\udfff","args":{}}',
+    "a lone surrogate in an args key": '{"agent_id":"dev","server":"tools","tool":"echo","args":{"\\ud800":"x"}}',
+    "args nested 300 deep": ('{"agent_id":"dev","server":"tools","tool":"echo","args":{"text":'
+                             + "[" * 300 + "]" * 300 + "}}"),
+    "1e400 in args": '{"agent_id":"dev","server":"tools","tool":"echo","args":{"text":1e400}}',
+}
+
+
+@pytest.mark.parametrize("case", list(UNSENDABLE))
+def test_arguments_no_server_could_read_are_invalid_arguments_audited_and_reach_no_server(config_dir, tag, case):
+    log, audit = config_dir.path("server.log"), config_dir.path("audit.jsonl")
+    config_dir.write({"tools": harness.fault_server(tag, log=log)}, {"agents": {"dev": {"allow": {"servers": ["*"]}}}})
+    with config_dir.raw_gateway("--audit-log", str(audit)) as raw:
+        raw.initialize()
+        line = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"execute_tool","arguments":%s}}'
+        raw.send_bytes((line % UNSENDABLE[case]).encode() + b"\n")
+        answer = raw.response_for(7, timeout=30)
+    assert harness.raw_error_of(answer)["code"] == INVALID_ARGUMENTS
+    assert harness.count_events(log, "start") == 0
+    [record] = [r for r in harness.read_log(audit) if r.get("tool") == "execute_tool"]
+    assert record["error_code"] == INVALID_ARGUMENTS
+
+
+# --- listings take a server slot (issue 9, item 12) -----------------------------------------------
+
+
+def test_a_listing_that_opens_a_session_waits_for_a_slot_of_max_concurrency(config_dir, tag):
+    log = config_dir.path("server.log")
+    entry = harness.fault_server(tag, log=log, max_concurrency=1, timeout_ms=1500)
+    config_dir.write({"tools": entry}, RULES)
+    with config_dir.raw_gateway("--tool-cache-ttl", "0") as raw:
+        raw.initialize()
+        raw.send(harness.execute_message("busy", "tools", "sleep", {"seconds": 60}, timeout_ms=60_000))
+        assert harness.wait_until(lambda: harness.count_events(log, "call", tool="sleep") == 1, timeout=20)
+        listing = raw.request("tools/call", {"name": "get_server_tools", "arguments": {"agent_id": "dev", "server": "tools"}},
+                              timeout=30)
+        sessions_meanwhile = harness.count_events(log, "start")
+        raw.notify("notifications/cancelled", {"requestId": "busy"})
+    assert harness.raw_error_of(listing)["code"] == TIMEOUT  # no slot freed up within the server's timeout
+    assert sessions_meanwhile == 1
+
+
+# --- what the answers say ------------------------------------------------------------------------
+
+
+def test_a_budget_too_small_for_the_first_match_says_how_many_matched_and_that_the_budget_stopped_them(gateway):
+    listing = gateway.call_json("get_server_tools", {"agent_id": "dev", "server": "tools", "names": "echo,add",
+                                                     "max_schema_tokens": 1})
+    assert listing["tools"] == [] and listing["returned"] == 0
+    assert listing["matched"] == 2
+    assert "max_schema_tokens" in listing["note"]
+
+
+def test_a_pinned_gateway_leaves_agent_id_out_of_its_tool_schemas(config_dir, tag):
+    config_dir.write({"tools": harness.fault_server(tag)}, RULES)
+    with config_dir.gateway("--agent", "reader", "--debug") as gw:
+        schemas = {t.name: t.input_schema for t in gw.list_tools()}
+    assert len(schemas) == 4
+    assert all("agent_id" not in schema["properties"] for schema in schemas.values())
+
+
+def test_status_shows_one_warnings_list_that_is_the_union_of_the_files_warnings(config_dir, tag):
+    servers = {"tools": harness.fault_server(tag, sesion="keep-alive"),
+               "needs": {"command": "${UNSET_FOR_THIS_TEST}"}}
+    config_dir.write(servers, {"agents": {"dev": {"allow": {"servers": ["tools", "ghost"]}}}})
+    with config_dir.gateway("--debug") as gw:
+        status = gw.call_json("get_gateway_status", {"agent_id": "dev"})
+        stderr = gw.stderr_text()
+    per_file = status["reload_status"]
+    assert status["warnings"] == per_file["mcp_config"]["warnings"] + per_file["gateway_rules"]["warnings"]
+    assert len(status["warnings"]) == 3
+    for needle in ("did you mean 'session'?", "UNSET_FOR_THIS_TEST", "'ghost'"):
+        assert sum(needle in warning for warning in status["warnings"]) == 1
+        assert stderr.count(needle) == 1
+
+
+# --- the gateway never loads itself (issue 9, item 19) ---------------------------------------------
+
+
+def test_a_gateway_never_starts_itself_as_a_downstream_server(config_dir, tag):
+    """An entry that runs this gateway is skipped (warned in check, the log and status); one
+    hidden behind a shell starts a gateway that sees the marker and loads no servers."""
+    own_args = ["--mcp-config", str(config_dir.mcp_config), "--rules", str(config_dir.rules),
+                "--audit-log", str(config_dir.path(f"nested-{tag}.jsonl"))]
+    hidden = " ".join(shlex.quote(word) for word in [sys.executable, str(harness.GATEWAY), *own_args])
+    servers = {"self": {"command": sys.executable, "args": [str(harness.GATEWAY), *own_args]},
+               "wrapped": {"command": "/bin/sh", "args": ["-c", f"exec {hidden}"]},
+               "tools": harness.fault_server(tag)}
+    config_dir.write(servers, {"agents": {"dev": {"allow": {"servers": ["*"]}}}})
+    checked = subprocess.run([sys.executable, str(harness.GATEWAY), "check", "--mcp-config", str(config_dir.mcp_config),
+                              "--rules", str(config_dir.rules)], capture_output=True, timeout=60, env=harness.gateway_env())
+    skipped = "Server 'self' is skipped: its entry starts this gateway"
+    assert checked.returncode == 0 and skipped in checked.stdout.decode()
+    with config_dir.gateway("--debug") as gw:
+        listed = gw.call_json("list_servers", {"agent_id": "dev"})
+        nested = gw.call_tool("execute_tool", {"agent_id": "dev", "server": "wrapped", "tool": "list_servers",
+                                               "args": {"agent_id": "dev"}})
+        status = gw.call_json("get_gateway_status", {"agent_id": "dev"})
+        stderr = gw.stderr_text()
+    assert [s["name"] for s in listed["servers"]] == ["tools", "wrapped"]
+    assert nested.structured_content == {"servers": []}  # the nested gateway loaded none of them
+    assert sum(skipped in warning for warning in status["warnings"]) == 1
+    assert stderr.count(skipped) == 1

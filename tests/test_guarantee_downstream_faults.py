@@ -20,6 +20,7 @@ from gateway_lib.errors import DOWNSTREAM_ERROR, SERVER_UNAVAILABLE, TIMEOUT
 RULES = {"agents": {"dev": {"allow": {"servers": ["*"]}}}}
 DEADLINE_MS = 3000
 MARGIN_S = 3.0  # scheduling on a shared 2-core machine; the SDK's close grace alone is 2-4 s
+SLOW_FAULT_MS = 20_000  # for faults whose wrong outcome was a TIMEOUT: a deadline no busy machine meets by chance
 
 
 def error_of(result) -> dict:
@@ -111,13 +112,18 @@ def test_a_server_that_never_answers_initialize_is_server_unavailable_at_the_dea
     assert_nothing_left(gw)
 
 
-def test_a_call_that_hangs_is_a_timeout_at_the_deadline(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag)})
+def test_a_call_that_hangs_is_a_timeout_at_the_deadline_not_after_the_cleanup(gateway_for, tag):
+    # ignore-sigterm: closing this server takes the SDK's grace periods and a SIGKILL (4 s or
+    # more), so an answer that waited for the close would come well past the margin.
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "ignore-sigterm")})
     gw.call_json("get_server_tools", {"agent_id": "dev", "server": "s"})  # the deadline then covers the call only
     result, took = execute(gw, "s", "sleep", {"seconds": 600}, timeout_ms=1000)
-    assert error_of(result)["code"] == TIMEOUT
+    error = error_of(result)
+    assert error["code"] == TIMEOUT
+    assert "did not answer within" in error["message"]
     assert took < 1.0 + MARGIN_S
     assert_still_serves(gw)
+    assert harness.wait_no_tagged(tag, timeout=20) == []  # the cleanup went on in the background
     assert_nothing_left(gw)
 
 
@@ -140,7 +146,8 @@ def test_a_server_flooding_stderr_neither_blocks_nor_fails_the_call(gateway_for,
 
 
 def test_a_result_over_the_message_limit_is_a_downstream_error_and_one_under_it_passes_whole(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag)}, "--max-line-bytes", str(256 * 1024))
+    # A result budget above the message limit, so that only the limit is tested here.
+    gw = gateway_for({"s": harness.fault_server(tag, max_result_tokens=256 * 1024)}, "--max-line-bytes", str(256 * 1024))
     fits, _ = execute(gw, "s", "huge", {"size": 200_000})
     assert harness.result_text(fits) == "x" * 200_000
     result, took = execute(gw, "s", "huge", {"size": 2_000_000})
@@ -160,6 +167,39 @@ def test_a_json_rpc_error_from_the_server_is_a_downstream_error_with_its_code(ga
     assert error["downstream_code"] == -32050
     assert_nothing_left(gw)
 
+
+
+def test_a_json_rpc_error_with_the_code_the_sdk_uses_for_closed_connections_is_a_downstream_error(gateway_for, tag):
+    # -32000 is also the SDK's code for "connection closed"; a server answering with it is no closed connection.
+    gw = gateway_for({"s": harness.fault_server(tag)})
+    result, _ = execute(gw, "s", "rpc_error", {"code": -32000, "message": "the database is read-only"},
+                        timeout_ms=SLOW_FAULT_MS)
+    error = error_of(result)
+    assert error["code"] == DOWNSTREAM_ERROR
+    assert error["downstream_code"] == -32000
+    assert "the database is read-only" in error["message"]
+    assert_nothing_left(gw)
+
+
+def test_lines_that_are_not_utf8_on_a_servers_stdout_are_skipped_and_the_call_succeeds(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "bad-utf8")})
+    result, _ = execute(gw, "s", "echo", {"text": "past the bytes"}, timeout_ms=SLOW_FAULT_MS)
+    assert not result.is_error, harness.result_text(result)
+    assert harness.result_text(result) == "past the bytes"
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
+
+
+@pytest.mark.parametrize("kind", ["deep", "surrogate"], ids=["nested 5000 deep", "holding a lone surrogate"])
+def test_an_answer_the_sdk_cannot_parse_is_a_downstream_error_not_a_timeout(gateway_for, tag, kind):
+    # The deadline is long: the old behaviour waited for it and answered TIMEOUT.
+    gw = gateway_for({"s": harness.fault_server(tag)})
+    result, _ = execute(gw, "s", "unreadable", {"kind": kind}, timeout_ms=SLOW_FAULT_MS)
+    error = error_of(result)
+    assert error["code"] == DOWNSTREAM_ERROR
+    assert "cannot be read" in error["message"]
+    assert_still_serves(gw)
+    assert_nothing_left(gw)
 
 def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_before_the_deadline(gateway_for, tag):
     gw = gateway_for({"s": harness.fault_server(tag, "--mode", "close-stdout")})
@@ -191,6 +231,14 @@ def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(gateway_for, 
     assert harness.wait_no_tagged(tag) == []
     assert_nothing_left(gw)
 
+
+
+def test_a_grandchild_that_left_the_process_group_with_setsid_does_not_outlive_the_call(gateway_for, tag):
+    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "setsid-grandchild")})
+    result, _ = execute(gw, "s", "echo", {"text": "x"}, timeout_ms=SLOW_FAULT_MS)
+    assert not result.is_error, harness.result_text(result)
+    assert harness.wait_no_tagged(tag) == []
+    assert_nothing_left(gw)
 
 def test_many_failing_calls_in_a_row_leave_nothing_behind(gateway_for, tag):
     gw = gateway_for({"crash": harness.fault_server(tag), "gone": harness.fault_server(tag, "--mode", "exit-at-once")})

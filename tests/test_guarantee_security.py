@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 import harness
+from gateway_lib.config import PARENT_CONFIGS_ENV
 from gateway_lib.errors import (
     DENIED_BY_POLICY,
     FALLBACK_AGENT_NOT_IN_RULES,
@@ -166,10 +167,24 @@ def test_a_server_name_with_pattern_or_path_characters_reaches_no_other_server(s
     for name, arguments in [("get_server_tools", {"server": server}),
                             ("execute_tool", {"server": server, "tool": "echo", "args": {"text": "x"}})]:
         error = error_of(shared.call_tool(name, {"agent_id": "dev", **arguments}))
-        assert error["code"] in (DENIED_BY_POLICY, SERVER_UNAVAILABLE), (name, error)
+        assert (error["code"], error["rule"]) == (DENIED_BY_POLICY, "default-deny"), (name, error)
     assert harness.read_log(shared_logs["vault"]) == []
     servers = shared.call_json("list_servers", {"agent_id": "dev"})["servers"]
     assert [s["name"] for s in servers] == ["tools"]
+
+
+def test_an_undefined_server_is_server_unavailable_exactly_to_agents_whose_rules_allow_its_name(shared):
+    calls = [("get_server_tools", {"server": "ghost"}),
+             ("execute_tool", {"server": "ghost", "tool": "echo", "args": {"text": "x"}})]
+    for name, arguments in calls:
+        error = error_of(shared.call_tool(name, {"agent_id": "admin", **arguments}))  # admin may use any name
+        assert error["code"] == SERVER_UNAVAILABLE, (name, error)
+        # To an agent that may not use the name, an undefined server looks exactly like a
+        # defined one it may not use: the answer tells it nothing about what exists.
+        undefined = error_of(shared.call_tool(name, {"agent_id": "dev", **arguments}))
+        defined = error_of(shared.call_tool(name, {"agent_id": "dev", **arguments, "server": "vault"}))
+        assert undefined == {**defined, "message": defined["message"].replace("'vault'", "'ghost'")}
+        assert (undefined["code"], undefined["rule"]) == (DENIED_BY_POLICY, "default-deny")
 
 
 DENIED_SPELLINGS = ["crash", "Crash", "CRASH", "crash ", " crash", "crash\n", "crash\t", "crash\x00", "cr\u0430sh",
@@ -304,7 +319,7 @@ def test_a_child_sees_only_the_minimal_environment_plus_its_own_env(config_dir, 
         canary = raw.request("tools/call", {"name": "execute_tool", "arguments": {
             "agent_id": "dev", "server": "tools", "tool": "env", "args": {"name": "GATEWAY_CANARY"}}}, timeout=30)
         raw.response_for("sleep", timeout=30)
-    assert names <= MINIMAL_ENVIRONMENT | {"OWN_SETTING"}, names - MINIMAL_ENVIRONMENT
+    assert names <= MINIMAL_ENVIRONMENT | {"OWN_SETTING", PARENT_CONFIGS_ENV}, names - MINIMAL_ENVIRONMENT
     assert "OWN_SETTING" in names
     assert own["result"]["content"][0]["text"] == "own-value"
     assert canary["result"]["content"][0]["text"] == "<unset>"

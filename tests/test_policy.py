@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from types import MappingProxyType
 
 import pytest
@@ -168,12 +167,6 @@ def test_admin_style_rules_allow_every_tool_on_every_server():
     )
 
 
-def test_decision_is_immutable():
-    decision = Decision(True, "agents.a.allow.servers[0]")
-    with pytest.raises(dataclasses.FrozenInstanceError):
-        decision.allowed = False  # type: ignore[misc]
-
-
 # ============================================================================ patterns
 
 
@@ -257,9 +250,6 @@ def test_a_different_agent_id_is_refused_by_a_pinned_gateway():
     with pytest.raises(errors.InvalidAgentId) as caught:
         resolve("admin", pinned="backend")
     assert caught.value.code == errors.INVALID_AGENT_ID
-    assert caught.value.message == (
-        "This gateway is pinned to agent 'backend'; agent_id 'admin' is refused"
-    )
 
 
 def test_a_pinned_agent_missing_from_the_rules_is_refused():
@@ -273,7 +263,6 @@ def test_an_unknown_agent_id_is_refused_not_given_a_default():
     with pytest.raises(errors.InvalidAgentId) as caught:
         resolve("intruder", default_agent="admin")
     assert caught.value.code == errors.INVALID_AGENT_ID
-    assert caught.value.message == "agent_id 'intruder' is not defined in the gateway rules"
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ cancelled by the test is how a call is held in flight without timing anything.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -15,6 +16,8 @@ import pytest
 import harness
 from gateway_lib.errors import TIMEOUT, RequestCancelled, ToolTimeout
 from gateway_lib.model import ServerSpec
+from gateway_lib import slots as slots_module
+from gateway_lib.cancellation import CancelEvent
 from gateway_lib.slots import ServerSlots
 
 LIMITED = ServerSpec(name="s", transport="stdio", command="srv", max_concurrency=1)
@@ -74,6 +77,31 @@ def test_a_queued_call_gives_up_at_its_deadline_or_when_cancelled():
     release()
     assert slots.waiting == 0
 
+
+
+def test_a_queued_call_is_woken_by_its_cancellation_and_by_a_release_without_polling(monkeypatch):
+    # With the poll interval made an hour, only a real wake-up can end these waits in time.
+    monkeypatch.setattr(slots_module, "_CANCEL_CHECK_S", 3600.0)
+    slots = ServerSlots()
+    release = slots.acquire(LIMITED, far(), CancelEvent())
+    cancel = CancelEvent()
+    outcomes: queue.Queue = queue.Queue()
+
+    def queue_up(flag: CancelEvent) -> None:
+        try:
+            outcomes.put(slots.acquire(LIMITED, far(), flag))
+        except RequestCancelled as exc:
+            outcomes.put(exc)
+
+    threading.Thread(target=queue_up, args=(cancel,)).start()
+    assert harness.wait_until(lambda: slots.waiting == 1, 5)
+    cancel.set()
+    assert isinstance(outcomes.get(timeout=10), RequestCancelled)
+
+    threading.Thread(target=queue_up, args=(CancelEvent(),)).start()
+    assert harness.wait_until(lambda: slots.waiting == 1, 5)
+    release()
+    outcomes.get(timeout=10)()  # it got the slot; give it back
 
 # --- end to end -------------------------------------------------------------------------------
 

@@ -98,13 +98,29 @@ class Downstream:
         return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
-        """Cancel every live session, kill its process groups, and join the threads (bounded)."""
-        threads = self._kept.shutdown() + self._per_call.shutdown()
+        """Close every session as the MCP spec says, all within `timeout_s`.
+
+        Calls in flight fail at once. Each session closes its server's stdin (the SDK
+        does that as the session closes); a third of the bound later, servers still
+        running get SIGTERM (their group); at two thirds, SIGKILL (their group while the
+        leader lives, and every recorded descendant); the rest of the bound is for the
+        threads to end.
+        """
+        started = time.monotonic()
+        owners: list[Any] = [*self._kept.shutdown(), *self._per_call.shutdown()]
+        for escalate, at in ((_terminate, 1 / 3), (_kill, 2 / 3), (None, 1.0)):
+            until = started + timeout_s * at
+            for owner in owners:
+                if owner.thread is not None:
+                    owner.thread.join(max(0.0, until - time.monotonic()))
+            owners = [owner for owner in owners if owner.thread is not None and owner.thread.is_alive()]
+            if escalate is not None:
+                for owner in owners:
+                    escalate(owner)
         with self._lock:
-            threads.append(self._preloader)
-        deadline = time.monotonic() + timeout_s
-        for thread in filter(None, threads):
-            thread.join(max(0.0, deadline - time.monotonic()))
+            preloader = self._preloader
+        if preloader is not None:
+            preloader.join(max(0.0, started + timeout_s - time.monotonic()))
         if self.live_sessions:
             log.warning("%s downstream session(s) still cleaning up after shutdown", self.live_sessions)
 
@@ -147,6 +163,14 @@ class Downstream:
                 on_closed()  # no session was started, so it is closed now
             raise
         return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed)
+
+
+def _terminate(owner: Any) -> None:
+    owner.terminate_processes()
+
+
+def _kill(owner: Any) -> None:
+    owner.kill_processes()
 
 
 def _check_startable(spec: ServerSpec, cancel: threading.Event | None) -> None:

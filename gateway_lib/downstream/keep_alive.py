@@ -9,6 +9,9 @@ removed), on `shutdown()`, or when its process exits; the next call then opens a
 
 Locks: the registry's lock guards its tables; each session's lock guards its counters.
 The registry may take a session's lock while holding its own, never the other way round.
+
+Over 400 lines on purpose: the registry and the session share one lifecycle (hold,
+release, retire, close), and its lock order reads only with both halves in view.
 """
 
 from __future__ import annotations
@@ -25,12 +28,13 @@ from ..errors import ServerUnavailable, ToolTimeout
 from ..model import ServerSpec
 from . import loop, sdk, waiting
 from .per_call import Work
-from .translate import READY, STARTING, translate
+from .translate import READY, STARTING, translate, unreadable
 
 log = logging.getLogger(__name__)
 
 SEND_ATTEMPTS = 3  # kept sessions found closing before a call was sent: open a fresh one
 DRAIN_S = 1.0  # bound on letting cancelled calls send their notifications/cancelled
+RECORD_EVERY_S = 1.0  # how often calls on a kept session record its server's processes
 
 Key = tuple[str, str | None]  # (server, agent)
 
@@ -47,6 +51,7 @@ class KeptSessions:
         self._lock = threading.Lock()
         self._open: dict[Key, KeptSession] = {}
         self._alive: set[KeptSession] = set()
+        self._current: dict[str, ServerSpec] | None = None  # the servers of the last retire()
         self._closed = False
 
     def run(
@@ -70,48 +75,60 @@ class KeptSessions:
         raise ServerUnavailable(f"Server {spec.name!r} closed its session again and again before the call was sent")
 
     def _hold(self, spec: ServerSpec, agent: str | None) -> KeptSession:
-        """The open session of (server, agent), opened if needed, with one more holder."""
+        """The open session of (server, agent), opened if needed, with one more holder.
+
+        A call made under an older config than the last retire() saw (it took its
+        snapshot before a reload) gets a session of its own, closed when the call ends:
+        it never displaces the session of the newer config.
+        """
         key = (spec.name, agent)
-        stale: tuple[KeptSession, str, bool] | None = None
         with self._lock:
             if self._closed:
                 raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
+            if self._current is not None and self._current.get(spec.name) != spec:
+                session = self._start(spec, agent)
+                session.retire("it served a call made under an older config")
+                return session
             session = self._open.get(key)
             if session is not None and session.spec != spec:
-                stale = (self._open.pop(key), "its config entry changed", True)
+                self._open.pop(key).retire("its config entry changed")
             elif session is not None and session.exited():
-                stale = (self._open.pop(key), "its process exited", False)
+                self._open.pop(key).end("its process exited", on_purpose=False)
             session = self._open.get(key)
             if session is None or not session.hold():
-                session = KeptSession(self, spec, agent, self._errlog)
-                session.hold()
+                session = self._start(spec, agent)
                 self._open[key] = session
-                self._alive.add(session)
-                session.thread.start()
-        if stale is not None:
-            stale[0].close(stale[1], on_purpose=stale[2])
+            return session
+
+    def _start(self, spec: ServerSpec, agent: str | None) -> KeptSession:
+        """A new session with one holder; under the lock."""
+        session = KeptSession(self, spec, agent, self._errlog)
+        session.hold()
+        self._alive.add(session)
+        session.thread.start()
         return session
 
     def retire(self, servers: Mapping[str, ServerSpec]) -> None:
-        """Close every session whose server is gone from `servers` or changed."""
+        """Retire every session whose server is gone from `servers` or changed: the next
+        call opens a fresh one, and each retired one closes once its running calls end."""
         with self._lock:
+            self._current = dict(servers)
             stale = [session for session in self._open.values() if servers.get(session.spec.name) != session.spec]
             for session in stale:
                 del self._open[session.key]
         for session in stale:
             gone = session.spec.name not in servers
-            session.close("its config entry was removed" if gone else "its config entry changed", on_purpose=True)
+            session.retire("its config entry was removed" if gone else "its config entry changed")
 
-    def shutdown(self) -> list[threading.Thread]:
-        """Refuse new sessions, close every one and kill its groups; returns their threads to join."""
+    def shutdown(self) -> list[KeptSession]:
+        """Refuse new sessions and start closing every one (its calls are cancelled)."""
         with self._lock:
             self._closed = True
             self._open.clear()
             sessions = list(self._alive)
         for session in sessions:
-            session.close("the gateway is shutting down", on_purpose=True)
-            session.kill_groups()
-        return [session.thread for session in sessions]
+            session.end("the gateway is shutting down", on_purpose=True)
+        return sessions
 
     def status(self) -> list[dict]:
         with self._lock:
@@ -167,6 +184,7 @@ class KeptSession(loop.LoopProcesses):
         self.holders = 0  # worker threads waiting for the session or for a call on it
         self.closing: str | None = None  # why it is closing, once it is
         self.closed_on_purpose = False  # closed by the gateway, rather than failed
+        self._retiring: str | None = None  # why it closes once the calls holding it end
         self.thread = threading.Thread(target=self._main, name=f"downstream-keep-{spec.name}", daemon=True)
         self._registry = registry
         self._lock = threading.Lock()
@@ -174,7 +192,9 @@ class KeptSession(loop.LoopProcesses):
         self._stop: Any = None  # an event of the loop: set in the loop to leave the session
         self._scope: Any = None  # cancels the opening if the session closes while starting
         self._session: Any = None
-        self._tasks: set[Any] = set()
+        self._recorded_at = 0.0
+        self._tasks: dict[Any, str] = {}  # the calls in flight: task -> method
+        self._failed: dict[Any, BaseException] = {}  # tasks cancelled to fail with this error
 
     # --- any thread -------------------------------------------------------------------
 
@@ -190,14 +210,36 @@ class KeptSession(loop.LoopProcesses):
         with self._lock:
             self.holders -= 1
             self.last_used = time.monotonic()
-            abandoned = self.holders == 0 and not self.ready.done() and self.closing is None
-        if abandoned:  # every caller gave up while it was starting: do not leave it starting
+            idle = self.holders == 0 and self.closing is None
+            retired = self._retiring if idle else None
+            abandoned = idle and not self.ready.done()
+        if retired is not None:  # its last running call has ended
+            self.close(retired, on_purpose=True)
+        elif abandoned:  # every caller gave up while it was starting: do not leave it starting
             self.close("no call waited for it to finish starting", on_purpose=True)
 
+    def retire(self, reason: str) -> None:
+        """Close the session once no call holds it; at once if none does. Safe from any thread;
+        the registry may hold its own lock (it has already stopped handing the session out)."""
+        with self._lock:
+            if self.closing is not None:
+                return
+            if self.holders:
+                self._retiring = reason
+                return
+            self._mark_closing_locked(reason, on_purpose=True)
+        self._log_closing(reason)
+        self.wake()
+
     def close(self, reason: str, on_purpose: bool) -> None:
-        """Close the session (the first reason wins); safe from any thread, at any time."""
-        self._mark_closing(reason, on_purpose)
+        """Close the session (the first reason wins) and tell the registry; from any thread
+        that does not hold the registry's lock."""
+        self.end(reason, on_purpose)
         self._registry.discard(self)
+
+    def end(self, reason: str, on_purpose: bool) -> None:
+        """Close the session (the first reason wins); the registry has already let it go."""
+        self._mark_closing(reason, on_purpose)
         self.wake()
 
     def wake(self) -> None:
@@ -297,9 +339,10 @@ class KeptSession(loop.LoopProcesses):
                     if self.closing is not None:
                         scope.cancel()
                 async with contextlib.AsyncExitStack() as stack:
-                    session = await sdk.open_session(self.spec, self.errlog, stack)
+                    session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable, self.record_processes)
                     await session.initialize()
                     self._session, self.phase = session, READY
+                    self.record_processes()
                     self._settle_ready(None)
                     log.info("Opened a kept-alive session of server %r for agent %r", self.spec.name, self.agent)
                     await self._wait_for_close()
@@ -355,13 +398,44 @@ class KeptSession(loop.LoopProcesses):
             self.calls += 1
         sent.set()
         task = loop.current_task()
-        self._tasks.add(task)
+        self._tasks[task] = method
         try:
             return await work(self._session)
         except Exception as exc:
             raise translate(_Attempt(self.spec, method, READY, self.exit_status), exc) from None
+        except BaseException as exc:
+            failure = self._failed.pop(task, None)
+            if failure is not None and loop.is_cancellation(exc):
+                raise failure from None
+            raise
         finally:
-            self._tasks.discard(task)
+            self._tasks.pop(task, None)
+            self._record_now_and_then()
+
+    def _record_now_and_then(self) -> None:
+        """Record the server's processes after a call, at most every RECORD_EVERY_S: a
+        /proc scan costs milliseconds, and a call on a kept session one or two."""
+        now = time.monotonic()
+        if now - self._recorded_at >= RECORD_EVERY_S:
+            self._recorded_at = now
+            self.record_processes()
+
+    def _unreadable(self, reason: str) -> None:
+        """In the loop: an answer the SDK cannot parse arrived. It belongs to a call only
+        if just one is in flight (the line's id cannot be matched to a call's); with more,
+        they keep waiting until their deadlines."""
+        if self.phase == STARTING:
+            self._settle_ready(unreadable(self, reason))
+            self._mark_closing("its answer to initialize cannot be read", on_purpose=False)
+            self._begin_close()
+            return
+        if len(self._tasks) != 1:
+            log.warning("Server %r sent an answer that cannot be read (%s) with %s calls in flight",
+                        self.spec.name, reason, len(self._tasks))
+            return
+        [(task, method)] = self._tasks.items()
+        self._failed[task] = unreadable(_Attempt(self.spec, method, READY, self.exit_status), reason)
+        task.cancel()
 
     def _begin_close(self) -> None:
         """In the loop: stop waiting, or stop opening."""

@@ -10,11 +10,11 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import os
 import signal
 from typing import Any, Callable, Coroutine, Iterable
 
 from ..model import ServerSpec
+from .processes import ProcessTree
 
 log = logging.getLogger(__name__)
 
@@ -98,17 +98,15 @@ def is_cancellation(exc: BaseException) -> bool:
 
 
 class LoopProcesses:
-    """Process cleanup for whatever owns an event loop that spawned stdio servers.
+    """The processes of whatever owns an event loop that spawned stdio servers.
 
-    The owner sets `spec` and `_loop` (a loop made by `run`, None until created).
-
-    The SDK starts a stdio server with start_new_session=True, so the server's pid is also
-    its process-group id. The loop records the transport of every process spawned in it
-    (the SDK spawns via loop.subprocess_exec), so once the session has closed, however it
-    ended, we SIGKILL each whole group. The SDK kills the group only when the server
-    outlives its stdin by 2 s, so without this a grandchild that ignores stdin would
-    survive a server that exits promptly. We then wait, bounded, until the loop's child
-    watcher has reaped the server itself.
+    The owner sets `spec` and `_loop` (a loop made by `run`, None until created). The loop
+    keeps the transport and the process tree (see processes.py) of every process spawned
+    in it (the SDK spawns via loop.subprocess_exec). The SDK closes a session as the spec
+    says (stdin, then SIGTERM to the group, then SIGKILL); once it has closed, however it
+    ended, `reap` kills what is left of each tree: without that a grandchild that ignores
+    stdin would survive a server that exits promptly. It then waits, bounded, until the
+    loop's child watcher has reaped the server itself.
     """
 
     spec: ServerSpec
@@ -117,22 +115,30 @@ class LoopProcesses:
     async def reap(self) -> None:
         import anyio
 
-        self.kill_groups()
+        self.kill_processes()
         with anyio.move_on_after(REAP_S, shield=True):
             for transport in self._loop.spawned:
                 while transport.get_returncode() is None:
                     await anyio.sleep(_REAP_POLL_S)
 
-    def kill_groups(self) -> None:
-        """SIGKILL every process group started in this loop; safe from any thread."""
+    def record_processes(self) -> None:
+        """Note every process the servers have started so far (in the loop, at quiet moments)."""
+        for tree in self._trees():
+            tree.record()
+
+    def terminate_processes(self) -> None:
+        """SIGTERM every server's group whose leader still runs; safe from any thread."""
+        for tree in self._trees():
+            tree.signal_group(signal.SIGTERM)
+
+    def kill_processes(self) -> None:
+        """SIGKILL every server's group and recorded descendants; safe from any thread."""
+        for tree in self._trees():
+            tree.kill()
+
+    def _trees(self) -> list[ProcessTree]:
         loop = self._loop
-        for transport in loop.spawned if loop is not None else ():
-            try:
-                os.killpg(transport.get_pid(), signal.SIGKILL)
-            except ProcessLookupError:
-                pass  # the whole group is already gone
-            except PermissionError:
-                log.warning("Server %r: no permission to kill process group %s", self.spec.name, transport.get_pid())
+        return list(loop.trees) if loop is not None else []
 
     def exit_status(self) -> str | None:
         """How the (first) server process ended, for error messages; None if unknown."""
@@ -163,12 +169,14 @@ def _loop_class() -> type:
         def __init__(self) -> None:
             super().__init__()
             self.spawned: list[asyncio.SubprocessTransport] = []
+            self.trees: list[ProcessTree] = []  # one per spawned process, in the same order
             self.on_exit: Callable[[], None] | None = None  # called in the loop when one exits
 
         async def subprocess_exec(self, protocol_factory: Callable[[], Any], *args: Any, **kwargs: Any) -> Any:
             factory = functools.partial(_watched_protocol, protocol_factory, lambda: self.on_exit)
             transport, protocol = await super().subprocess_exec(factory, *args, **kwargs)
             self.spawned.append(transport)
+            self.trees.append(ProcessTree(transport.get_pid(), lambda: transport.get_returncode() is not None))
             return transport, protocol
 
     return RecordingLoop

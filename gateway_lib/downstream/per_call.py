@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable, TextIO
 from ..errors import GatewayError, ServerUnavailable, ToolTimeout
 from ..model import ServerSpec
 from . import loop, sdk, waiting
-from .translate import READY, STARTING, first_leaf, translate
+from .translate import READY, STARTING, first_leaf, translate, unreadable
 
 log = logging.getLogger(__name__)
 
@@ -72,15 +72,14 @@ class PerCallSessions:
                 except Exception:
                     log.exception("on_closed of a %s session to %r failed", call.method, call.spec.name)
 
-    def shutdown(self) -> list[threading.Thread]:
-        """Refuse new calls, stop every live one; returns their threads to join."""
+    def shutdown(self) -> list[PerCallSession]:
+        """Refuse new calls and fail every live one now; each session then closes as usual."""
         with self._lock:
             self._closed = True
             calls = list(self._calls)
         for call in calls:
             call.abort(ServerUnavailable(f"Server {call.spec.name!r} was stopped: the gateway is shutting down"))
-            call.kill_groups()
-        return [call.thread for call in calls if call.thread is not None]
+        return calls
 
     @property
     def live(self) -> int:
@@ -111,7 +110,8 @@ class PerCallSession(loop.LoopProcesses):
             sdk.import_client()
             result = loop.run(self._session, self._set_loop)
         except BaseException as exc:  # the thread must settle the Future whatever happened
-            self._settle(exception=translate(self, exc))
+            if not self.future.done():  # else the session already translated it, once
+                self._settle(exception=translate(self, exc))
         else:
             self._settle(result=result)
 
@@ -127,13 +127,14 @@ class PerCallSession(loop.LoopProcesses):
                     if self._aborted:
                         scope.cancel()
                 async with contextlib.AsyncExitStack() as stack:
-                    session = await sdk.open_session(self.spec, self.errlog, stack)
+                    session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable, self.record_processes)
                     # The caller hears the outcome now: closing the session can take the
                     # SDK's grace periods (seconds, for a server that ignores EOF or
                     # SIGTERM), which must not delay the answer or turn it into a timeout.
                     try:
                         await session.initialize()
                         self.phase = READY
+                        self.record_processes()
                         result = await self.work(session)
                     except Exception as exc:
                         await self._await_exit_status(exc)
@@ -148,8 +149,12 @@ class PerCallSession(loop.LoopProcesses):
     async def _await_exit_status(self, exc: BaseException) -> None:
         """After a closed connection, give a dying server a moment to be reaped, so the
         error can say how it ended; a server that closed stdout and lives on costs this bound."""
-        if sdk.is_connection_closed(first_leaf(exc)) and self.spawned_any():
+        if sdk.is_connection_closed(first_leaf(exc), self.spec.transport) and self.spawned_any():
             await loop.poll_until(lambda: self.exit_status() is not None, EXIT_STATUS_WAIT_S)
+
+    def _unreadable(self, reason: str) -> None:
+        """In the loop: the server's answer cannot be parsed; one request is in flight, so it was that one's."""
+        self.abort(unreadable(self, reason))
 
     def abort(self, error: BaseException) -> None:
         """Settle the Future with `error` now; the session unwinds in the background."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import sysconfig
+from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -46,12 +49,18 @@ def translate(attempt: Attempt, exc: BaseException) -> BaseException:
         log.error("The mcp SDK cannot be imported: %s", leaf)
         return ServerUnavailable(f"{name} cannot be reached: the mcp SDK is not installed correctly")
 
-    failure = sdk.classify(leaf)
+    if raised_in_gateway(leaf):
+        # A bug of ours, not the server's: it goes up as it is, so the endpoint logs it
+        # with its traceback and answers -32603, instead of blaming the server.
+        return leaf
+
+    failure = sdk.classify(leaf, spec.transport)
     kind = failure.kind if failure is not None else None
     if kind == sdk.CLOSED:
         status = attempt.exit_status()
         when = "before answering initialize" if starting else f"during {method}"
-        return ServerUnavailable(f"{name} closed the connection {when}" + (f" ({status})" if status else ""))
+        said = f": {failure.detail}" if failure.detail else ""
+        return ServerUnavailable(f"{name} closed the connection {when}" + (f" ({status})" if status else "") + said)
     if kind == sdk.RPC_ERROR:
         if starting:
             return ServerUnavailable(f"{name} failed to initialize: {failure.detail}")
@@ -73,6 +82,40 @@ def translate(attempt: Attempt, exc: BaseException) -> BaseException:
     log.warning("%s: unexpected %s during %s", name, type(leaf).__name__, method)
     log.debug("unexpected downstream failure", exc_info=exc)
     return ServerUnavailable(f"{name} failed unexpectedly ({type(leaf).__name__})")
+
+
+def unreadable(attempt: Attempt, reason: str) -> GatewayError:
+    """The error for an answer the SDK could not parse (see `sdk.open_session`)."""
+    name = f"Server {attempt.spec.name!r}"
+    if attempt.phase == STARTING:
+        return ServerUnavailable(f"{name} failed to initialize: its answer cannot be read ({reason})")
+    return DownstreamError(f"{name} answered {attempt.method} with a message that cannot be read: {reason}")
+
+
+_GATEWAY_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+_LIBRARY_DIRS = tuple(
+    str(Path(sysconfig.get_path(name)).resolve()) + os.sep for name in ("stdlib", "platstdlib", "purelib", "platlib")
+)
+
+
+def raised_in_gateway(exc: BaseException) -> bool:
+    """Whether `exc` is a bug of the gateway's, not a failure of the server or connection.
+
+    What the SDK, its transports, asyncio or the standard library raise (the innermost
+    frame lies in an installed library or the standard library) is the server's or the
+    connection's doing and is translated; anything raised by the gateway's own code, or
+    by a callable it was handed, is a bug.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    filename = tb.tb_frame.f_code.co_filename
+    if filename.startswith("<"):  # frozen standard-library modules
+        return False
+    filename = str(Path(filename).resolve())
+    return filename.startswith(_GATEWAY_DIR) or not filename.startswith(_LIBRARY_DIRS)
 
 
 def first_leaf(exc: BaseException) -> BaseException:

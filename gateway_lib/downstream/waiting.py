@@ -7,9 +7,10 @@ import threading
 import time
 from typing import Any, Callable
 
+from ..cancellation import on_cancel
 from ..errors import RequestCancelled
 
-POLL_S = 0.02  # how often a waiting worker looks at its cancel event
+POLL_S = 0.02  # how often to look at a cancel flag that cannot wake the waiter (a plain Event)
 
 
 def result_by(
@@ -22,19 +23,26 @@ def result_by(
     """The future's result (or its exception), waiting until `deadline` (monotonic) at most.
 
     At the deadline raise `timeout_error()`; once `cancel` is set raise RequestCancelled.
-    Either way `give_up(error)` is called first, so the session can stop its work.
+    Either way `give_up(error)` is called first, so the session can stop its work. The
+    wait blocks until the future settles, the cancel flag is set, or the deadline passes.
     """
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            error = timeout_error()
-            give_up(error)
-            raise error
-        try:
-            return future.result(timeout=min(remaining, POLL_S))
-        except concurrent.futures.TimeoutError:
-            pass
-        if cancel is not None and cancel.is_set():
-            error = RequestCancelled()
-            give_up(error)
-            raise error
+    woken = threading.Event()
+    future.add_done_callback(lambda _: woken.set())
+    forget = on_cancel(cancel, woken.set)
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                error = timeout_error()
+                give_up(error)
+                raise error
+            if future.done():
+                return future.result()
+            if cancel is not None and cancel.is_set():
+                error = RequestCancelled()
+                give_up(error)
+                raise error
+            woken.wait(remaining if forget is not None else min(remaining, POLL_S))
+    finally:
+        if forget is not None:
+            forget()

@@ -29,6 +29,12 @@ Usage:
                                       closes, so only SIGKILL ends it
                      grandchild       spawn a tagged grandchild that ignores stdin
                                       and sleeps forever, then serve
+                     setsid-grandchild  the same, but the grandchild leaves the
+                                      process group with setsid()
+                     bad-utf8         write lines that are not UTF-8 to stdout at
+                                      start and before every answer
+                     linger           on stdin EOF log "stdin-closed" and keep
+                                      running; on SIGTERM log "sigterm" and exit
 --tools-extra NAME another tool that echoes, to simulate a newly added tool.
 --tools-file FILE  more echoing tools, one name a line, read at each start (a
                    missing file adds none): a test adds a tool by writing this
@@ -56,6 +62,9 @@ MODES = (
     "close-stdout",
     "ignore-sigterm",
     "grandchild",
+    "setsid-grandchild",
+    "bad-utf8",
+    "linger",
 )
 
 METHOD_NOT_FOUND = -32601
@@ -140,25 +149,39 @@ def log_event(event, **fields):
 
 
 def write_raw(text):
+    write_bytes(text.encode("utf-8"))
+
+
+def write_bytes(data):
     if not STDOUT_OPEN:
         return
-    sys.stdout.buffer.write(text.encode("utf-8"))
+    sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+NOT_UTF8_LINES = b"\xff\xfe banner\n" + "caf\u00e9 in Latin-1\n".encode("latin-1")
 
 
 def send(message):
     if OPTIONS.mode == "banner":
         write_raw("banner: this line is not JSON-RPC\n")
+    if OPTIONS.mode == "bad-utf8":
+        write_bytes(NOT_UTF8_LINES)
+    if isinstance(message, RawAnswer):
+        write_raw(message.text + "\n")
+        return
     write_raw(json.dumps(message, separators=(",", ":")) + "\n")
 
 
-def spawn_grandchild():
-    """Starts a tagged grandchild in this process's group that never reads stdin."""
+def spawn_grandchild(leave_group=False):
+    """Starts a tagged grandchild that never reads stdin, in this process's group unless
+    `leave_group` (then it calls setsid() and is in a session and group of its own)."""
     return subprocess.Popen(
         [sys.executable, os.path.abspath(__file__), "--grandchild", "--tag", OPTIONS.tag],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=leave_group,
     ).pid
 
 
@@ -222,12 +245,38 @@ def tool_sleep(args):
     return text_result(f"slept {args['seconds']}")
 
 
+def tool_wait_file(args):
+    """Answer once the file exists (the test creates it when it is ready): a call whose
+    end the test controls, without guessing a duration."""
+    deadline = time.monotonic() + 60
+    while not os.path.exists(args["path"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return text_result("released" if os.path.exists(args["path"]) else "gave up")
+
+
 def tool_crash(args):
     os._exit(3)
 
 
 def tool_rpc_error(args):
-    raise ToolFailure(DELIBERATE_FAILURE, "deliberate failure")
+    raise ToolFailure(args.get("code", DELIBERATE_FAILURE), args.get("message", "deliberate failure"))
+
+
+class RawAnswer:
+    """An answer written as this exact text: JSON that a strict reader may refuse."""
+
+    def __init__(self, text):
+        self.text = text
+
+
+def tool_unreadable(args):
+    """Answer with a well-formed line that holds what strict JSON readers refuse."""
+    if args["kind"] == "deep":
+        depth = int(args.get("depth", 5000))
+        value = "[" * depth + "]" * depth
+    else:  # "surrogate": a lone high surrogate, escaped as JSON allows
+        value = '"\\ud800"'
+    return RawAnswer('{"content":[{"type":"text","text":"x"}],"structuredContent":{"v":' + value + '},"isError":false}')
 
 
 def tool_huge(args):
@@ -278,6 +327,14 @@ def build_tools(extra_names):
             },
             tool_sleep,
         ),
+        "wait_file": (
+            {
+                "name": "wait_file",
+                "description": "Answer once the given path exists (60 s at most).",
+                "inputSchema": schema({"path": {"type": "string"}}, ["path"]),
+            },
+            tool_wait_file,
+        ),
         "crash": (
             {
                 "name": "crash",
@@ -288,8 +345,20 @@ def build_tools(extra_names):
             tool_crash,
         ),
         "rpc_error": (
-            {"name": "rpc_error", "description": "Answer with JSON-RPC error -32050.", "inputSchema": no_args},
+            {
+                "name": "rpc_error",
+                "description": "Answer with a JSON-RPC error: -32050 'deliberate failure' unless given.",
+                "inputSchema": schema({"code": {"type": "integer"}, "message": {"type": "string"}}),
+            },
             tool_rpc_error,
+        ),
+        "unreadable": (
+            {
+                "name": "unreadable",
+                "description": "Answer with JSON nested `depth` deep (kind 'deep') or holding \\ud800 ('surrogate').",
+                "inputSchema": schema({"kind": {"type": "string"}, "depth": {"type": "integer"}}, ["kind"]),
+            },
+            tool_unreadable,
         ),
         "huge": (
             {
@@ -404,6 +473,8 @@ def answer(message):
         result = handler(params)
     except ToolFailure as exc:
         return error(request_id, exc.code, exc.message)
+    if isinstance(result, RawAnswer):
+        return RawAnswer(f'{{"jsonrpc":"2.0","id":{json.dumps(request_id)},"result":{result.text}}}')
     return {"jsonrpc": "2.0", "id": request_id, "result": result}
 
 
@@ -436,6 +507,14 @@ def serve():
             sleep_forever()
     if mode == "ignore-sigterm":
         sleep_forever()
+    if mode == "linger":
+        log_event("stdin-closed")
+        sleep_forever()
+
+
+def on_sigterm(signum, frame):
+    log_event("sigterm")
+    os._exit(0)
 
 
 def read_tools_file(path):
@@ -461,6 +540,12 @@ def main(argv):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if mode == "grandchild":
         spawn_grandchild()
+    if mode == "setsid-grandchild":
+        spawn_grandchild(leave_group=True)
+    if mode == "linger":
+        signal.signal(signal.SIGTERM, on_sigterm)
+    if mode == "bad-utf8":
+        write_bytes(NOT_UTF8_LINES)
     if mode == "flood-stderr":
         chunk = "flood " * 170 + "\n"  # about 1 KB
         for _ in range(1024):

@@ -43,7 +43,8 @@ class ToolRunner(Protocol):
 
     def definitions(self) -> list[dict[str, Any]]: ...
 
-    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event) -> dict[str, Any]: ...
+    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event,
+             caller: str | None = None) -> dict[str, Any]: ...
 
 
 class McpProtocol:
@@ -54,6 +55,11 @@ class McpProtocol:
         self._on_initialized = on_initialized
         self._lock = threading.Lock()
         self._version: str | None = None
+
+    @property
+    def version(self) -> str | None:
+        """The agreed protocol version; None until `initialize` succeeded (HTTP keeps a session only then)."""
+        return self._version
 
     def batches_allowed(self) -> bool:
         return self._version == BATCH_VERSION

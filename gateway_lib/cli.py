@@ -64,6 +64,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--transport", choices=("stdio", "http"), help="stdio (default) or http (env GATEWAY_TRANSPORT)")
     parser.add_argument("--host", metavar="HOST", help="HTTP mode: address to bind (env GATEWAY_HTTP_HOST, default 127.0.0.1)")
     parser.add_argument("--port", type=int, metavar="N", help="HTTP mode: port, 0 for any free one (env GATEWAY_HTTP_PORT, default 8000)")
+    parser.add_argument("--init-strategy", metavar="eager|lazy|off",
+                        help="warm spare sessions of per-call servers (env GATEWAY_INIT_STRATEGY, default eager)")
     return parser
 
 
@@ -191,12 +193,14 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     from .catalog import DEFAULT_TTL_S, ToolCatalog
     from .config import ConfigStore, build_snapshot, load_rules, load_servers
     from .downstream import Downstream
+    from .downstream.spares import DEFAULT_IDLE_S, EAGER, STRATEGIES, SpareSettings
     from .errors import ConfigError
     from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdin, claim_stdout
     from .lifecycle import ThreadDeaths, exit_now_if_stuck
     from .methods import McpProtocol
     from .metrics import Metrics
     from .pins import PinStore
+    from .relay import DEFAULT_MAX_TIMEOUT_MS
     from .reload import DEFAULT_DEBOUNCE_S, Reloader, startup_warnings
     from .rpc import Endpoint
     from .settings import Defaults, SettingsError, identity_warnings, read_serve_settings
@@ -206,7 +210,9 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     defaults = Defaults(audit_log=default_audit_path(environ), max_line_bytes=DEFAULT_MAX_LINE_BYTES,
                         timeout_ms=DEFAULT_TIMEOUT_MS, tool_cache_ttl_s=DEFAULT_TTL_S,
                         reload_debounce_ms=round(DEFAULT_DEBOUNCE_S * 1000),
-                        max_result_tokens=DEFAULT_MAX_RESULT_TOKENS)
+                        max_result_tokens=DEFAULT_MAX_RESULT_TOKENS,
+                        init_strategy=EAGER, init_strategies=STRATEGIES, spare_idle_s=DEFAULT_IDLE_S,
+                        max_timeout_ms=DEFAULT_MAX_TIMEOUT_MS)
     try:
         serve = read_serve_settings(options, environ, defaults)
         http = _http_settings(options, environ, serve)
@@ -237,6 +243,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
         pinned_agent=serve.pinned_agent,
         default_timeout_ms=serve.timeout_ms,
         max_result_bytes=serve.max_line_bytes,  # one limit on a message, in and out
+        max_timeout_ms=serve.max_timeout_ms,
         max_result_tokens=serve.max_result_tokens,
     )
     audit = AuditLog(serve.audit_log)
@@ -248,12 +255,14 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
             logger.error("%s", problem)
         logger.error("Not starting: fix the pin file (run 'gateway.py check' to see every problem)")
         return EXIT_CONFIG
-    downstream = Downstream(errlog=sys.stderr)
+    downstream = Downstream(errlog=sys.stderr, spares=SpareSettings(serve.init_strategy, serve.spare_idle_s))
     catalog = ToolCatalog(downstream.list_tools, ttl_s=serve.tool_cache_ttl_s)
+    downstream.use_tool_lists(catalog)  # a spare lists a server's tools into the cache as it starts
     reloader = Reloader(store, mcp_path, rules_path, environ, audit)
     reloader.add_servers_listener(catalog.forget_missing)
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
-    background = _AfterHandshake(downstream, reloader, delay_s=serve.reload_debounce_ms / 1000)
+    background = _AfterHandshake(downstream, reloader, delay_s=serve.reload_debounce_ms / 1000,
+                                 warm=lambda: downstream.warm(store.current().servers.servers))
     metrics = Metrics()
     tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, metrics, settings,
                          status_extra=lambda: {"reload_status": reloader.status(),
@@ -353,16 +362,17 @@ def run_token(options: argparse.Namespace, out: TextIO) -> int:
 
 
 class _AfterHandshake:
-    """What must not delay the `initialize` answer: the SDK import and the file watcher.
+    """What must not delay the `initialize` answer: the SDK import, the file watcher, spares.
 
-    Both load heavy modules (mcp ~0.9 s, watchdog ~0.07 s), so they start once the client
-    has its answer, on `notifications/initialized`, each on its own thread.
+    They load heavy modules (mcp ~0.9 s, watchdog ~0.07 s) or start processes, so they start
+    once the client has its answer, on `notifications/initialized`, each on its own thread.
     """
 
-    def __init__(self, downstream, reloader, delay_s: float):
+    def __init__(self, downstream, reloader, delay_s: float, warm=lambda: None):
         self._downstream = downstream
         self._reloader = reloader
         self._delay_s = delay_s
+        self._warm = warm  # the eager start of spare sessions and tool lists
         self._lock = threading.Lock()
         self._started = self._stopped = False
         self._watcher = None
@@ -374,6 +384,7 @@ class _AfterHandshake:
                 return
             self._started = True
         self._downstream.preload()
+        self._warm()
         threading.Thread(target=self._start_watcher, name="gateway-start-watcher", daemon=True).start()
 
     def _start_watcher(self) -> None:

@@ -238,6 +238,7 @@ def _build_server(
         max_concurrency=entry.get("max_concurrency"),
         session=entry.get("session", model.PER_CALL),
         idle_timeout_ms=entry.get("idle_timeout_ms", model.DEFAULT_IDLE_TIMEOUT_MS),
+        spare=entry.get("spare", True),
         max_result_tokens=entry.get("max_result_tokens"),
         unusable=unusable_message(name, substitute.missing),
         written_command=command,
@@ -283,6 +284,8 @@ def _build_agent(body: Mapping[str, Any]) -> AgentRules:
         deny_tools=_frozen_tools(deny.get("tools", {})),
         token_sha256=tuple(body.get("token_sha256", ())),
         rate_limit=_rate_limit(body.get("rate_limit")),
+        allow_client_requests=tuple(allow["client_requests"]) if "client_requests" in allow else None,
+        deny_client_requests=tuple(deny.get("client_requests", ())),
     )
 
 

@@ -6,7 +6,8 @@
     │   ├── InvalidRequest          -32600
     │   ├── MethodNotFound          -32601
     │   ├── InvalidParams           -32602
-    │   └── InternalError           -32603
+    │   ├── InternalError           -32603
+    │   └── UnsupportedProtocolVersion -32022 (a 2026-07-28 request naming another version)
     ├── RequestCancelled          the client cancelled; nothing is sent
     ├── GatewayError              answered as a tool result with isError: true
     │   ├── DeniedByPolicy          DENIED_BY_POLICY
@@ -36,6 +37,7 @@ INVALID_REQUEST = -32600
 METHOD_NOT_FOUND = -32601
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
+UNSUPPORTED_PROTOCOL_VERSION = -32022
 
 # How the audit log and metrics name a call that ended as a JSON-RPC error.
 INVALID_PARAMS_NAME = "INVALID_PARAMS"
@@ -94,6 +96,11 @@ class InvalidParams(RpcError):
 class InternalError(RpcError):
     code = INTERNAL_ERROR
     default_message = "Internal error"
+
+
+class UnsupportedProtocolVersion(RpcError):
+    code = UNSUPPORTED_PROTOCOL_VERSION
+    default_message = "Unsupported protocol version"
 
 
 class RequestCancelled(Exception):

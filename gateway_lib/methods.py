@@ -11,13 +11,22 @@ import threading
 from typing import Any, Callable, Protocol
 
 from . import __version__
-from .errors import InvalidParams, InvalidRequest
+from .errors import InvalidParams, InvalidRequest, UnsupportedProtocolVersion
+from .relay import DEFAULT_LOG_LEVEL, LOG_LEVELS, MODERN_VERSION, ClientLink
 from .rpc import Method, RequestContext
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05")  # newest first
 BATCH_VERSION = "2025-03-26"  # the only version whose spec has JSON-RPC batches
+
+# 2026-07-28 has no initialize: each request names its version and the client's
+# capabilities in `_meta`, under these reserved keys.
+PROTOCOL_VERSION_KEY = "io.modelcontextprotocol/protocolVersion"
+CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
+LOG_LEVEL_KEY = "io.modelcontextprotocol/logLevel"
+SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
+_RESERVED_META_PREFIX = "io.modelcontextprotocol/"
 
 SERVER_NAME = "agent-mcp-gateway"
 INSTRUCTIONS = (
@@ -55,6 +64,8 @@ class McpProtocol:
         self._on_initialized = on_initialized
         self._lock = threading.Lock()
         self._version: str | None = None
+        self._capabilities: dict = {}  # what the client declared at initialize
+        self._log_level = DEFAULT_LOG_LEVEL  # set by logging/setLevel
 
     @property
     def version(self) -> str | None:
@@ -70,10 +81,15 @@ class McpProtocol:
             "ping": Method(self.ping, inline=True),
             "tools/list": Method(self.list_tools, inline=True),
             "tools/call": Method(self.call_tool),
+            "logging/setLevel": Method(self.set_log_level, inline=True),
+            "server/discover": Method(self.discover, inline=True),
         }
 
     def notifications(self) -> dict[str, Callable[[Any], None]]:
         return {"notifications/initialized": self.initialized}
+
+    def capabilities(self) -> dict:
+        return {"tools": {"listChanged": False}, "logging": {}}
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -83,12 +99,14 @@ class McpProtocol:
             if self._version is not None:
                 raise InvalidRequest("The session is already initialized")
             self._version = negotiate_version(params.get("protocolVersion"))
+            capabilities = params.get("capabilities")
+            self._capabilities = dict(capabilities) if isinstance(capabilities, dict) else {}
         client = params.get("clientInfo") if isinstance(params.get("clientInfo"), dict) else {}
         # clientInfo is logged for diagnosis only; it is never trusted for access decisions.
         logger.info("Client %r initialized with protocol %s", client.get("name"), self._version)
         return {
             "protocolVersion": self._version,
-            "capabilities": {"tools": {"listChanged": False}},
+            "capabilities": self.capabilities(),
             "serverInfo": {"name": SERVER_NAME, "version": __version__},
             "instructions": INSTRUCTIONS,
         }
@@ -99,16 +117,44 @@ class McpProtocol:
     def ping(self, params: Any, context: RequestContext) -> dict:
         return {}
 
+    def discover(self, params: Any, context: RequestContext) -> dict:
+        """server/discover (2026-07-28): the versions, capabilities and identity of the gateway."""
+        self._modern_envelope(require_object(params), required=False)
+        return {
+            "supportedVersions": [MODERN_VERSION],
+            "capabilities": self.capabilities(),
+            "instructions": INSTRUCTIONS,
+            "resultType": "complete",
+            "ttlMs": 0,
+            "cacheScope": "public",
+            "_meta": {SERVER_INFO_KEY: {"name": SERVER_NAME, "version": __version__}},
+        }
+
+    def set_log_level(self, params: Any, context: RequestContext) -> dict:
+        params = require_object(params)
+        if self._modern_envelope(params) is None:
+            self._require_initialized()
+        level = params.get("level")
+        if level not in LOG_LEVELS:
+            raise InvalidParams(f"logging/setLevel 'level' must be one of {', '.join(LOG_LEVELS)}")
+        self._log_level = level
+        return {}
+
     # --- tools -----------------------------------------------------------------------
 
     def list_tools(self, params: Any, context: RequestContext) -> dict:
-        self._require_initialized()
-        require_object(params)
-        return {"tools": self._tools.definitions()}
+        params = require_object(params)
+        modern = self._modern_envelope(params)
+        if modern is None:
+            self._require_initialized()
+            return {"tools": self._tools.definitions()}
+        return {"tools": self._tools.definitions(), "resultType": "complete", "ttlMs": 0, "cacheScope": "public"}
 
     def call_tool(self, params: Any, context: RequestContext) -> dict:
-        self._require_initialized()
         params = require_object(params)
+        modern = self._modern_envelope(params)
+        if modern is None:
+            self._require_initialized()
         name = params.get("name")
         if not isinstance(name, str):
             raise InvalidParams("tools/call needs a string 'name'")
@@ -117,7 +163,57 @@ class McpProtocol:
             arguments = {}
         if not isinstance(arguments, dict):
             raise InvalidParams("tools/call 'arguments' must be an object")
-        return self._tools.call(name, arguments, context.cancelled, caller=context.caller)
+        link = self._client_link(params, modern, context)
+        result = self._tools.call(name, arguments, context.cancelled, caller=context.caller, client=link)
+        if modern is None:
+            result.pop("resultType", None)  # 2026-only; older clients do not expect it
+            if "structuredContent" in result and not isinstance(result["structuredContent"], dict):
+                # Before 2026-07-28 structured content is an object; the text blocks still carry it.
+                del result["structuredContent"]
+        else:
+            result.setdefault("resultType", "complete")
+        return result
+
+    # --- the two generations ---------------------------------------------------------
+
+    @staticmethod
+    def _modern_envelope(params: dict, required: bool = True) -> dict | None:
+        """The `_meta` of a 2026-07-28 request (None for an older one); refuses other versions.
+
+        A request is 2026-style when its `_meta` names a protocol version: those carry the
+        client's capabilities per request, and need no initialize.
+        """
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or PROTOCOL_VERSION_KEY not in meta:
+            return None
+        version = meta[PROTOCOL_VERSION_KEY]
+        if version != MODERN_VERSION:
+            raise UnsupportedProtocolVersion(
+                f"Protocol version {version!r} is not supported by this request form",
+                data={"supported": [MODERN_VERSION], "requested": version},
+            )
+        capabilities = meta.get(CLIENT_CAPABILITIES_KEY)
+        if required and not isinstance(capabilities, dict):
+            raise InvalidParams(f"A {MODERN_VERSION} request needs _meta {CLIENT_CAPABILITIES_KEY!r} as an object")
+        return meta
+
+    def _client_link(self, params: dict, modern: dict | None, context: RequestContext) -> ClientLink:
+        meta = params.get("_meta") if isinstance(params.get("_meta"), dict) else {}
+        forwarded = {k: v for k, v in meta.items() if k != "progressToken" and not k.startswith(_RESERVED_META_PREFIX)}
+        token = meta.get("progressToken")
+        if not isinstance(token, (str, int)) or isinstance(token, bool):
+            token = None
+        if context.peer is None:
+            # No channel to the client (HTTP answers each POST with one JSON body): declare no
+            # capabilities, so downstream requests get the SDK's refusal at once, and relay nothing.
+            return ClientLink(None, MODERN_VERSION if modern is not None else self._version, {}, None,
+                              None, forwarded, context.cancelled)
+        if modern is None:
+            return ClientLink(context.peer, self._version, dict(self._capabilities), self._log_level,
+                              token, forwarded, context.cancelled)
+        level = modern.get(LOG_LEVEL_KEY)  # 2026 clients opt in to log messages per request
+        return ClientLink(context.peer, MODERN_VERSION, dict(modern[CLIENT_CAPABILITIES_KEY]),
+                          level if level in LOG_LEVELS else None, token, forwarded, context.cancelled)
 
     def _require_initialized(self) -> None:
         if self._version is None:

@@ -49,6 +49,7 @@ class ServerSpec:
     max_concurrency: int | None = None
     session: str = PER_CALL
     idle_timeout_ms: int = DEFAULT_IDLE_TIMEOUT_MS
+    spare: bool = True  # a per-call stdio server may have a warm spare session (see downstream.spares)
     max_result_tokens: int | None = None  # this server's result budget (budget.py)
     unusable: str | None = None
     written_command: str | None = None  # as in .mcp.json, before ${VAR} substitution
@@ -105,6 +106,10 @@ class AgentRules:
     deny_tools: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
     token_sha256: tuple[str, ...] = field(default=(), repr=False)
     rate_limit: RateLimit | None = None
+    # Kinds of server->client requests ("sampling", "elicitation", "roots") relayed on this
+    # agent's calls; None means the allow list was not written, so every kind is allowed.
+    allow_client_requests: tuple[str, ...] | None = None
+    deny_client_requests: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -156,6 +156,28 @@ def decide_tool(rules: RulesConfig, agent_id: str, server: str, tool: str) -> De
     return Decision(allowed=False, rule=DEFAULT_DENY)
 
 
+CLIENT_REQUEST_KINDS = ("sampling", "elicitation", "roots")
+
+
+def decide_client_request(rules: RulesConfig, agent_id: str | None, kind: str) -> Decision:
+    """Whether a downstream may send a `kind` request to the client during this agent's call.
+
+    An unwritten allow list allows every kind; a deny entry beats any allow.
+    """
+    agent = rules.agents.get(agent_id) if agent_id is not None else None
+    if agent is None or kind not in CLIENT_REQUEST_KINDS:
+        return Decision(allowed=False, rule=DEFAULT_DENY)
+    if kind in agent.deny_client_requests:
+        return Decision(False, rule_path("agents", agent_id, "deny", "client_requests",
+                                         agent.deny_client_requests.index(kind)))
+    if agent.allow_client_requests is None:
+        return Decision(True, rule_path("agents", agent_id, "allow", "client_requests") + " (not set: all allowed)")
+    if kind in agent.allow_client_requests:
+        return Decision(True, rule_path("agents", agent_id, "allow", "client_requests",
+                                        agent.allow_client_requests.index(kind)))
+    return Decision(False, rule_path("agents", agent_id, "allow", "client_requests"))
+
+
 # ---------------------------------------------------------------------------- identity
 
 

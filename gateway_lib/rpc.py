@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 from .cancellation import CancelEvent
 from .errors import InternalError, InvalidRequest, MethodNotFound, RequestCancelled, RpcError
 from .framing import Unreadable, encode, valid_request_id
+from .outgoing import OutgoingRequests, Peer
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ class RequestContext:
     cancelled: threading.Event = field(default_factory=CancelEvent)  # wakes the waits below when set
     by_shutdown: bool = False  # cancelled by the gateway stopping, not by the client
     caller: Any = None  # who the transport vouches for (an HTTP bearer token's agent); opaque here
+    peer: Peer | None = None  # sends notifications and requests of the gateway to the client
 
 
 class Method(NamedTuple):
@@ -179,6 +181,8 @@ class Endpoint:
         self._idle = threading.Condition(self._lock)
         self._busy_workers = 0  # running a request, or blocked delivering its answer
         self._closing = False
+        self.outgoing = OutgoingRequests(self._send, cancel_notification)
+        self.peer = Peer(self.outgoing, self._send)
 
     # --- input -----------------------------------------------------------------------
 
@@ -186,8 +190,10 @@ class Endpoint:
         """Handle one message (or batch). With `reply`, its answer goes there instead of to
         `send`, exactly once: the answer, or None when there is none (a notification, a
         response, a request the client cancelled). `caller` reaches handlers as
-        `context.caller`."""
+        `context.caller`. A request answered on `reply` gets no peer: such a transport has no
+        channel yet for the gateway's own messages to the client (see README, What passes through)."""
         send, send_batch = self._send, self._send_batch
+        peer = self.peer if reply is None else None
         if reply is not None:
             def send(answer: dict | None) -> None:
                 reply(None) if answer is None else self._send(answer, reply)
@@ -197,11 +203,12 @@ class Endpoint:
         if isinstance(message, Unreadable):
             send(_response(message.request_id, error=message.error))
         elif isinstance(message, list):
-            self._consume_batch(message, send, send_batch, caller)
+            self._consume_batch(message, send, send_batch, caller, peer)
         else:
-            self._consume_one(message, send, caller)
+            self._consume_one(message, send, caller, peer)
 
-    def _consume_batch(self, batch: list, send: Respond, send_batch: Callable[[list[dict]], None], caller: Any) -> None:
+    def _consume_batch(self, batch: list, send: Respond, send_batch: Callable[[list[dict]], None], caller: Any,
+                       peer: Peer | None) -> None:
         if not batch:
             send(_response(None, error=InvalidRequest("A batch must not be empty")))
             return
@@ -210,16 +217,16 @@ class Endpoint:
             return
         collector = _BatchCollector(len(batch), send_batch)
         for message in batch:
-            self._consume_one(message, collector.respond, caller)
+            self._consume_one(message, collector.respond, caller, peer)
 
-    def _consume_one(self, message: Any, respond: Respond, caller: Any = None) -> None:
+    def _consume_one(self, message: Any, respond: Respond, caller: Any = None, peer: Peer | None = None) -> None:
         try:
             envelope = _open_envelope(message)
         except _BadEnvelope as exc:
             respond(_response(exc.request_id, error=exc.error))
             return
         if envelope is None:
-            logger.debug("Ignoring a response from the client")
+            self.outgoing.answer(message)  # an answer to a request of the gateway (or ignored)
             respond(None)
         elif envelope.is_notification:
             self._notify(envelope)
@@ -227,7 +234,7 @@ class Endpoint:
         elif envelope.method not in self._methods:
             respond(_response(envelope.request_id, error=MethodNotFound(f"Method {envelope.method!r} not found")))
         else:
-            self._start(envelope, respond, caller)
+            self._start(envelope, respond, caller, peer)
 
     def _notify(self, envelope: _Envelope) -> None:
         if envelope.method == self._cancel_notification:
@@ -242,9 +249,9 @@ class Endpoint:
         except Exception:
             logger.exception("Notification handler for %r failed", envelope.method)
 
-    def _start(self, envelope: _Envelope, respond: Respond, caller: Any = None) -> None:
+    def _start(self, envelope: _Envelope, respond: Respond, caller: Any = None, peer: Peer | None = None) -> None:
         method = self._methods[envelope.method]
-        context = RequestContext(envelope.request_id, envelope.method, caller=caller)
+        context = RequestContext(envelope.request_id, envelope.method, caller=caller, peer=peer)
         key = _id_key(envelope.request_id)
         with self._lock:
             # Checked for inline methods too: a ping reusing the id of a running call

@@ -26,6 +26,7 @@ MAX_LINE_BYTES = 1024 ** 3
 MAX_TIMEOUT_MS = 24 * 3600 * 1000
 MAX_CACHE_TTL_S = 7 * 24 * 3600.0
 MAX_DEBOUNCE_MS = 60_000
+MAX_SPARE_IDLE_S = 7 * 24 * 3600.0
 
 
 class SettingsError(Exception):
@@ -49,6 +50,9 @@ class ServeSettings:
     log_level: str
     reload_debounce_ms: int
     max_result_tokens: int
+    init_strategy: str
+    spare_idle_s: float
+    max_timeout_ms: int = 600_000
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class Defaults:
     tool_cache_ttl_s: float
     reload_debounce_ms: int
     max_result_tokens: int
+    init_strategy: str
+    init_strategies: tuple[str, ...]
+    spare_idle_s: float
+    max_timeout_ms: int = 600_000
 
 
 def read_serve_settings(options: Any, environ: Mapping[str, str], defaults: Defaults) -> ServeSettings:
@@ -85,6 +93,12 @@ def read_serve_settings(options: Any, environ: Mapping[str, str], defaults: Defa
                                        _integer(0, MAX_DEBOUNCE_MS)),
         max_result_tokens=reader.read(None, None, "GATEWAY_MAX_RESULT_TOKENS", defaults.max_result_tokens,
                                       _integer(1, MAX_LINE_BYTES)),
+        init_strategy=reader.read("--init-strategy", options.init_strategy, "GATEWAY_INIT_STRATEGY",
+                                  defaults.init_strategy, _one_of(defaults.init_strategies)),
+        spare_idle_s=reader.read(None, None, "GATEWAY_SPARE_IDLE_S", defaults.spare_idle_s,
+                                 _number(0.001, MAX_SPARE_IDLE_S)),
+        max_timeout_ms=reader.read(None, None, "GATEWAY_MAX_TIMEOUT_MS", defaults.max_timeout_ms,
+                                   _integer(1, MAX_TIMEOUT_MS)),
     )
     if reader.problems:
         raise SettingsError(reader.problems)
@@ -155,6 +169,14 @@ def _number(low: float, high: float) -> Callable[[Any], float]:
         if not low <= value <= high:  # NaN fails every comparison
             raise ValueError(f"give a number from {low:g} to {high:g}")
         return value
+    return convert
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def convert(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"use one of {', '.join(choices)}")
+        return raw
     return convert
 
 

@@ -43,6 +43,7 @@ from .framing import encode
 from .jsonfile import quote
 from .model import ServerSpec, Snapshot
 from .ratelimit import RateLimiter
+from .relay import DEFAULT_MAX_TIMEOUT_MS, CallClock, CallRelay, ClientLink
 from .sendable import has_lone_surrogate, unsendable
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ DEFINITIONS: dict[str, dict[str, Any]] = {
             "server": _SERVER,
             "tool": {"type": "string", "description": "Tool name."},
             "args": {"type": "object", "description": "Per the tool's inputSchema."},
-            "timeout_ms": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_MS, "description": "Time limit."},
+            "timeout_ms": {"type": "integer", "minimum": 1, "description": "Time limit."},
             "max_result_tokens": {"type": "integer", "minimum": 1},
         },
         "required": ["server", "tool", "args"],
@@ -138,6 +139,7 @@ class ToolSettings:
     default_timeout_ms: int = DEFAULT_TIMEOUT_MS
     max_result_bytes: int | None = None  # no answer may be larger; a larger downstream result is refused
     max_result_tokens: int = budget.DEFAULT_MAX_RESULT_TOKENS  # GATEWAY_MAX_RESULT_TOKENS
+    max_timeout_ms: int = DEFAULT_MAX_TIMEOUT_MS  # GATEWAY_MAX_TIMEOUT_MS: no call runs longer
 
 
 class GatewayTools:
@@ -176,7 +178,7 @@ class GatewayTools:
         return self._definitions
 
     def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event,
-             caller: str | None = None) -> dict[str, Any]:
+             caller: str | None = None, client: ClientLink | None = None) -> dict[str, Any]:
         """Run one gateway tool; `caller` is the agent the transport authenticated, if any."""
         handler = self._handlers.get(name)
         if handler is None:
@@ -191,6 +193,8 @@ class GatewayTools:
                 authenticated=caller,
             )
             self._limiter.take(record.agent, snapshot.rules.agents[record.agent].rate_limit)
+            if name in ("execute_tool", "get_server_tools"):
+                return self._within_limit(name, handler(snapshot, record, arguments, cancel, client))
             return self._within_limit(name, handler(snapshot, record, arguments, cancel))
         except InvalidParams:
             record.outcome, record.error_code = OUTCOME_INVALID_PARAMS, INVALID_PARAMS_NAME
@@ -220,6 +224,9 @@ class GatewayTools:
         problems = self._checkers[name].problems(arguments)
         if problems:
             raise InvalidParams(f"Invalid arguments for {name}: " + "; ".join(problems))
+        # Checked here, not advertised in the schema: every character of tools/list costs every agent.
+        if arguments.get("timeout_ms", 0) > MAX_TIMEOUT_MS:
+            raise InvalidParams(f"Invalid arguments for {name}: $.timeout_ms: must be at most {MAX_TIMEOUT_MS} (one day)")
 
     def _within_limit(self, name: str, result: dict) -> dict:
         """`result`, if its answer fits the message limit; a downstream result that does not
@@ -253,7 +260,8 @@ class GatewayTools:
 
     # --- get_server_tools ------------------------------------------------------------
 
-    def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event) -> dict:
+    def _get_server_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event,
+                          client: ClientLink | None = None) -> dict:
         pattern = arguments.get("pattern")
         if pattern is not None and not policy.is_valid_pattern(pattern):
             raise InvalidParams(policy.pattern_message(pattern))
@@ -261,10 +269,10 @@ class GatewayTools:
         if isinstance(server, str):
             _refuse_unsendable_name("server", server)
         if search.is_search(arguments):
-            return self._search_tools(snapshot, record, arguments, cancel)
+            return self._search_tools(snapshot, record, arguments, cancel, client)
         spec = self._allowed_server(snapshot, record, server)
         wanted = search.split_names(arguments.get("names"))
-        permitted = self._visible_tools(snapshot, record, spec, self._timeout_s(spec, None), cancel)
+        permitted = self._visible_tools(snapshot, record, spec, self._timeout_s(spec, None), cancel, client)
         matched = [
             t for t in permitted
             if (wanted is None or t["name"] in wanted) and (pattern is None or policy.matches(pattern, t["name"]))
@@ -274,17 +282,26 @@ class GatewayTools:
         return object_result(fit_listing(listing, self._settings.max_result_bytes))
 
     def _visible_tools(self, snapshot: Snapshot, record: CallRecord, spec: ServerSpec, timeout_s: float,
-                       cancel) -> list[dict]:
-        """The server's tools this agent may see: allowed by its rules."""
+                       cancel, client: ClientLink | None = None) -> list[dict]:
+        """The server's tools this agent may see: allowed by its rules and not held back by the pins.
+
+        Listed with the client's capabilities declared (a server may list more to capable
+        clients), held to the timeout: the progress-extended cap is execute_tool's.
+        """
         deadline = time.monotonic() + timeout_s
-        # A listing that has to open a session takes a server slot, as a call does.
-        tools = self._catalog.tools(spec, deadline, cancel, agent=record.agent,
-                                    hold=lambda: self._slots.acquire(spec, deadline, cancel))
+        relay = self._relay(snapshot, record, spec, timeout_s, client, cap_s=timeout_s)
+        try:
+            # A listing that has to open a session takes a server slot, as a call does.
+            tools = self._catalog.tools(spec, deadline, cancel, agent=record.agent,
+                                        hold=lambda: self._slots.acquire(spec, deadline, cancel), relay=relay)
+        finally:
+            relay.end()
         blocked = self._pins.review(spec.name, tools, snapshot.rules.on_tool_change).blocked if self._pins else ()
         return [t for t in tools if t["name"] not in blocked
                 and policy.decide_tool(snapshot.rules, record.agent, spec.name, t["name"]).allowed]
 
-    def _search_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel) -> dict:
+    def _search_tools(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel,
+                      client: ClientLink | None = None) -> dict:
         server = arguments.get("server")
         if server not in (None, "*"):
             specs = [self._allowed_server(snapshot, record, server)]
@@ -294,8 +311,9 @@ class GatewayTools:
                      if policy.decide_server(snapshot.rules, record.agent, name).allowed]
         deadline = time.monotonic() + self._settings.default_timeout_ms / 1000
         lists, unavailable = search.gather(
-            specs, lambda spec, timeout_s: self._visible_tools(snapshot, record, spec, timeout_s, cancel),
-            self._catalog.is_cached, deadline,
+            specs, lambda spec, timeout_s: self._visible_tools(snapshot, record, spec, timeout_s, cancel, client),
+            lambda spec: self._catalog.is_cached(spec, self._relay(snapshot, record, spec, 1, client).capability_key()),
+            deadline,
         )
         answer = search.select(arguments, lists, estimate_tokens)
         if unavailable:
@@ -304,7 +322,8 @@ class GatewayTools:
 
     # --- execute_tool ----------------------------------------------------------------
 
-    def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event) -> dict:
+    def _execute_tool(self, snapshot: Snapshot, record: CallRecord, arguments: dict, cancel: threading.Event,
+                      client: ClientLink | None = None) -> dict:
         server, tool, args = arguments["server"], arguments["tool"], arguments["args"]
         # Before the policy check and any session: no server could read them.
         _refuse_unsendable_name("server", server)
@@ -321,36 +340,41 @@ class GatewayTools:
                 rule=decision.rule,
             )
         spec = self._defined_server(snapshot, server)
-        timeout_s = self._timeout_s(spec, arguments.get("timeout_ms"))
+        relay = self._relay(snapshot, record, spec, self._timeout_s(spec, arguments.get("timeout_ms")), client)
+        timeout_s = relay.clock.timeout_s  # a timeout_ms above the cap is held to the cap
         deadline = time.monotonic() + timeout_s
-        definition = self._catalog.known(spec, tool)
+        caps = relay.capability_key()
+        definition = self._catalog.known(spec, tool, caps)
         pin_warnings: list[str] = []
         if definition is not None:
             # A cache hit: bad arguments are refused here, before any session is opened.
             pin_warnings.append(self._pin_warning(snapshot, spec, definition))
-            self._check_downstream_arguments(spec, definition, args, deadline, cancel)
+            self._check_downstream_arguments(spec, definition, args, deadline, cancel, caps)
 
         def check_listed(tools: list[dict]) -> None:
             # Runs inside the call's own session, between its tools/list and tools/call.
-            listed = next((t for t in self._catalog.store(spec, tools) if t.get("name") == tool), None)
+            listed = next((t for t in self._catalog.store(spec, tools, caps) if t.get("name") == tool), None)
             if listed is None:
                 raise ToolNotFound(f"Server {server!r} has no tool {tool!r}", server=server, tool=tool)
             pin_warnings.append(self._pin_warning(snapshot, spec, listed, tools))
-            self._check_downstream_arguments(spec, listed, args, deadline, cancel)
+            self._check_downstream_arguments(spec, listed, args, deadline, cancel, caps)
 
         # The answer comes as soon as the result does, but the slot is given back only once
         # the session has closed: a server process still winding down counts against its
         # max_concurrency.
         release = self._slots.acquire(spec, deadline, cancel)
         remaining = max(deadline - time.monotonic(), 0.001)
-        if definition is not None:
-            result = self._downstream.call_tool(spec, tool, args, remaining, cancel,
-                                                 agent=record.agent, on_closed=release)
-        else:
-            # The cache cannot vouch for the tool (empty, expired, or a tool it does not
-            # know): list once and call in the same session, one server start-up.
-            result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel,
-                                                         check=check_listed, agent=record.agent, on_closed=release)
+        try:
+            if definition is not None:
+                result = self._downstream.call_tool(spec, tool, args, remaining, cancel,
+                                                     agent=record.agent, on_closed=release, relay=relay)
+            else:
+                # The cache cannot vouch for the tool (empty, expired, or a tool it does not
+                # know): list once and call in the same session, one server start-up.
+                result = self._downstream.list_and_call_tool(spec, tool, args, remaining, cancel, check=check_listed,
+                                                             agent=record.agent, on_closed=release, relay=relay)
+        finally:
+            relay.end()  # requests the downstream still waits on are withdrawn from the client
         self._check_result_size(result)
         result = self._fit_result(spec, arguments.get("max_result_tokens"), record, result)
         result = self._with_pin_warning(record, result, [w for w in pin_warnings if w])
@@ -392,8 +416,8 @@ class GatewayTools:
             )
 
     def _check_downstream_arguments(self, spec: ServerSpec, definition: dict, args: dict,
-                                    deadline: float, cancel: threading.Event) -> None:
-        checker = self._catalog.checker(spec, definition)
+                                    deadline: float, cancel: threading.Event, caps: tuple[str, ...] = ()) -> None:
+        checker = self._catalog.checker(spec, definition, caps)
         if checker is None:
             return
         name = definition["name"]
@@ -447,6 +471,13 @@ class GatewayTools:
         if spec is None:
             raise ServerUnavailable(f"Server {server!r} is not defined in the gateway's .mcp.json", server=server)
         return spec
+
+    def _relay(self, snapshot: Snapshot, record: CallRecord, spec: ServerSpec, timeout_s: float,
+               client: ClientLink | None, cap_s: float | None = None) -> CallRelay:
+        """What this call's downstream may send the client, and the call's clock."""
+        clock = CallClock(timeout_s, self._settings.max_timeout_ms / 1000 if cap_s is None else cap_s)
+        link = client or ClientLink(None, None, log_level=None)
+        return CallRelay(link, clock, server=spec.name, agent=record.agent, rules=snapshot.rules, audit=self._audit)
 
     def _timeout_s(self, spec: ServerSpec, requested_ms: int | None) -> float:
         return (requested_ms or spec.timeout_ms or self._settings.default_timeout_ms) / 1000

@@ -319,6 +319,9 @@ def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The whole environment of a gateway under test: nothing from the developer's shell
     but PATH, so no GATEWAY_* variable leaks in; user paths point at the test's tmp dirs."""
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"}
+    # No warm spare sessions unless a test asks (test_spares.py does): most tests count the
+    # processes a call starts, and a spare is one more. An empty value means the default.
+    env["GATEWAY_INIT_STRATEGY"] = "off"
     if USER_DIRS is not None:
         env["HOME"] = str(USER_DIRS.home)
         env["XDG_CACHE_HOME"] = str(USER_DIRS.cache)
@@ -403,6 +406,8 @@ class SessionClient:
         self._session: ClientSession | None = None
         self._opened = threading.Event()  # set once the session is open or failed to open
         self._thread: threading.Thread | None = None
+        # Extra ClientSession arguments: sampling/elicitation/roots/logging callbacks and the like.
+        self.session_kwargs: dict[str, Any] = {}
 
     # subclasses
 
@@ -466,7 +471,7 @@ class SessionClient:
         self._stop = asyncio.Event()
         try:
             async with self._transport() as (read_stream, write_stream):
-                async with ClientSession(read_stream, write_stream) as session:
+                async with ClientSession(read_stream, write_stream, **self.session_kwargs) as session:
                     self._session = session
                     self._opened.set()
                     await self._stop.wait()

@@ -156,7 +156,7 @@ def test_a_call_with_a_changed_entry_replaces_the_session_opened_with_the_old_on
 
 
 def test_retire_lets_a_running_call_finish_and_closes_the_old_process_after_it(downstream, tag, tmp_path):
-    spec, release = fault(tag), tmp_path / "release"
+    spec, release = fault(tag, "--fault-tools"), tmp_path / "release"
     assert count(downstream, spec, "alice") == "1"
     [old_pid] = harness.tagged_pids(tag)
     waiter = Caller(lambda: downstream.call_tool(spec, "wait_file", {"path": str(release)}, CALL_S, agent="alice"))
@@ -199,7 +199,7 @@ def test_a_json_rpc_error_with_code_32000_is_a_downstream_error_and_the_session_
 
 @pytest.mark.parametrize("kind", ["deep", "surrogate"])
 def test_an_answer_that_cannot_be_read_fails_its_call_at_once_and_the_session_stays(downstream, tag, kind):
-    spec = fault(tag)
+    spec = fault(tag, "--fault-tools")
     assert count(downstream, spec, "alice") == "1"
 
     with pytest.raises(DownstreamError, match="cannot be read"):

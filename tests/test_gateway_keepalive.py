@@ -102,7 +102,7 @@ def test_a_removed_server_entry_closes_its_kept_alive_process(config_dir, tag):
 def test_saving_the_config_lets_a_running_kept_alive_call_finish_and_the_next_call_gets_a_fresh_process(
         config_dir, tag, tmp_path):
     release = tmp_path / "release"
-    config_dir.write({"mem": harness.fault_server(tag, session="keep-alive")}, RULES)
+    config_dir.write({"mem": harness.fault_server(tag, "--fault-tools", session="keep-alive")}, RULES)
     with config_dir.gateway("--debug") as gw, concurrent.futures.ThreadPoolExecutor(1) as pool:
         assert counter(gw, "alice") == "1"
         [old_pid] = harness.tagged_pids(tag)
@@ -110,7 +110,8 @@ def test_saving_the_config_lets_a_running_kept_alive_call_finish_and_the_next_ca
         assert harness.wait_until(lambda: in_flight(gw) == 1, timeout=20)
         successes = reloads(gw)
 
-        config_dir.write_servers({"mem": harness.fault_server(tag, session="keep-alive", description="changed")})
+        changed = harness.fault_server(tag, "--fault-tools", session="keep-alive", description="changed")
+        config_dir.write_servers({"mem": changed})
 
         assert harness.wait_until(lambda: reloads(gw) > successes, timeout=20)
         assert counter(gw, "alice") == "1"  # the changed entry: a fresh process, fresh state

@@ -22,6 +22,7 @@ from gateway_lib.errors import (
     INVALID_PARAMS,
     NO_FALLBACK_CONFIGURED,
     SERVER_UNAVAILABLE,
+    TIMEOUT,
     TOOL_NOT_FOUND,
 )
 

@@ -193,7 +193,7 @@ def test_lines_that_are_not_utf8_on_a_servers_stdout_are_skipped_and_the_call_su
 @pytest.mark.parametrize("kind", ["deep", "surrogate"], ids=["nested 5000 deep", "holding a lone surrogate"])
 def test_an_answer_the_sdk_cannot_parse_is_a_downstream_error_not_a_timeout(gateway_for, tag, kind):
     # The deadline is long: the old behaviour waited for it and answered TIMEOUT.
-    gw = gateway_for({"s": harness.fault_server(tag)})
+    gw = gateway_for({"s": harness.fault_server(tag, "--fault-tools")})
     result, _ = execute(gw, "s", "unreadable", {"kind": kind}, timeout_ms=SLOW_FAULT_MS)
     error = error_of(result)
     assert error["code"] == DOWNSTREAM_ERROR

@@ -166,6 +166,10 @@ def test_a_tool_with_pattern_characters_in_its_name_is_callable_when_allowed_by_
 def test_a_server_name_with_pattern_or_path_characters_reaches_no_other_server(shared, shared_logs, server):
     for name, arguments in [("get_server_tools", {"server": server}),
                             ("execute_tool", {"server": server, "tool": "echo", "args": {"text": "x"}})]:
+        if (name, server) == ("get_server_tools", "*"):  # asks for a search of the servers dev may use
+            listing = shared.call_json(name, {"agent_id": "dev", **arguments})
+            assert {tool["server"] for tool in listing["tools"]} == {"tools"}
+            continue
         error = error_of(shared.call_tool(name, {"agent_id": "dev", **arguments}))
         assert (error["code"], error["rule"]) == (DENIED_BY_POLICY, "default-deny"), (name, error)
     assert harness.read_log(shared_logs["vault"]) == []
@@ -201,8 +205,8 @@ def test_a_denied_tool_is_invisible_in_every_listing(shared):
         assert listing["total_available"] == len(RULES_TOOLS_ALLOWED_TO_DEV)
 
 
-RULES_TOOLS_ALLOWED_TO_DEV = ["echo", "add", "image", "audio", "resource", "fail", "sleep", "rpc_error", "huge",
-                              "counter", "env", "get*", "a?b", "x[1]", "../up", "with space"]
+RULES_TOOLS_ALLOWED_TO_DEV = ["echo", "add", "image", "audio", "resource", "fail", "sleep", "rpc_error",
+                              "huge", "counter", "env", "get*", "a?b", "x[1]", "../up", "with space"]
 
 
 @pytest.mark.parametrize("tool", DENIED_SPELLINGS, ids=[repr(s) for s in DENIED_SPELLINGS])
@@ -247,6 +251,7 @@ SECRETS = {
     "SECRET_CMD": "cmd-value-4e1f63",
 }
 ARGUMENT_VALUE = "argument-value-81d2f0"
+ATTEMPTED_ID = "attempted-id-4c19e7"
 
 
 def test_no_env_header_or_variable_value_reaches_responses_logs_audit_or_status(config_dir, tag):
@@ -274,7 +279,8 @@ def test_no_env_header_or_variable_value_reaches_responses_logs_audit_or_status(
             call("execute_tool", {"server": "tools", "tool": "add", "args": {"a": ARGUMENT_VALUE, "b": 1}})
             call("execute_tool", {"server": "tools", "tool": "nope", "args": {"token": ARGUMENT_VALUE}})
             call("get_gateway_status", {})
-            call("list_servers", {"agent_id": ARGUMENT_VALUE})  # quoted back to the caller only
+            # A refused id is quoted back to the caller and audited as the attempted id; never logged.
+            call("list_servers", {"agent_id": ATTEMPTED_ID})
         stdout, stderr = raw.all_stdout_bytes().decode(), raw.stderr_text()
     audit_text = audit.read_text(encoding="utf-8")
     places = {"responses": stdout, "stderr": stderr, "audit": audit_text}
@@ -283,7 +289,7 @@ def test_no_env_header_or_variable_value_reaches_responses_logs_audit_or_status(
             assert value not in text, f"{name} leaked into {where}"
         for value in ("plain-env-value-33a0", "plain-header-value-5e"):
             assert value not in text, f"{value} leaked into {where}"
-    assert ARGUMENT_VALUE not in stderr
+    assert ARGUMENT_VALUE not in stderr and ATTEMPTED_ID not in stderr
     assert ARGUMENT_VALUE not in audit_text
     status = [json.loads(line) for line in stdout.splitlines() if "config_paths" in line]
     assert status, "get_gateway_status was answered"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import MappingProxyType
 
 import pytest
@@ -337,3 +338,27 @@ def test_omitted_agent_id_without_any_fallback_is_an_error():
 )
 def test_agent_id_pattern(agent_id, valid):
     assert policy.is_valid_agent_id(agent_id) is valid
+
+
+# ============================================================================ client requests
+
+
+@pytest.mark.parametrize(
+    "allow, deny, kind, expected",
+    [
+        (None, (), "sampling", Decision(True, "agents.a.allow.client_requests (not set: all allowed)")),
+        (("roots",), (), "roots", Decision(True, "agents.a.allow.client_requests[0]")),
+        (("roots",), (), "sampling", Decision(False, "agents.a.allow.client_requests")),
+        (None, ("elicitation",), "elicitation", Decision(False, "agents.a.deny.client_requests[0]")),
+        (("elicitation",), ("elicitation",), "elicitation", Decision(False, "agents.a.deny.client_requests[0]")),
+        ((), (), "roots", Decision(False, "agents.a.allow.client_requests")),
+    ],
+    ids=["unset allows all", "listed", "not listed", "denied", "deny beats allow", "empty allows none"],
+)
+def test_client_request_kinds_follow_the_agents_allow_and_deny_lists(allow, deny, kind, expected):
+    rules = rules_with({"a": dataclasses.replace(agent(), allow_client_requests=allow, deny_client_requests=deny)})
+    assert policy.decide_client_request(rules, "a", kind) == expected
+
+
+def test_client_requests_of_an_unknown_agent_are_denied():
+    assert policy.decide_client_request(rules_with({}), "ghost", "roots") == Decision(False, DEFAULT_DENY)

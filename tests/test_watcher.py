@@ -257,33 +257,8 @@ def test_a_request_reloads_both_files_without_a_change(files, start_watcher):
     assert {reloader.next(), reloader.next()} == {(MCP_CONFIG, "servers v1"), (GATEWAY_RULES, "rules v1")}
 
 
-def test_a_symlinked_config_reloads_when_its_target_or_the_link_changes(tmp_path, start_watcher):
-    link_dir, first_dir, second_dir = tmp_path / "project", tmp_path / "dotfiles", tmp_path / "other"
-    for directory in (link_dir, first_dir, second_dir):
-        directory.mkdir()
-    (first_dir / "rules.json").write_text("first v1", encoding="utf-8")
-    (second_dir / "rules.json").write_text("second v1", encoding="utf-8")
-    rules = link_dir / ".mcp-gateway-rules.json"
-    rules.symlink_to(first_dir / "rules.json")
-    mcp = link_dir / ".mcp.json"
-    mcp.write_text("servers v1", encoding="utf-8")
-    reloader = RecordingReloader(mcp, rules)
-    start_watcher(reloader)
-
-    write_in_place(first_dir / "rules.json", "first v2")  # edited where it really lives
-    assert reloader.next() == (GATEWAY_RULES, "first v2")
-
-    new_link = link_dir / "retarget.tmp"
-    new_link.symlink_to(second_dir / "rules.json")
-    os.replace(new_link, rules)  # what `ln -sfn` does
-    assert reloader.next() == (GATEWAY_RULES, "second v1")
-
-    write_and_rename(second_dir / "rules.json", "second v2")  # the new target is watched too
-    assert reloader.next() == (GATEWAY_RULES, "second v2")
-
-
-@pytest.mark.parametrize("depth", [1, 2], ids=["its directory", "its directory's parent too"])
-def test_a_symlink_re_pointed_at_a_directory_still_to_be_made_reloads_once_it_appears(tmp_path, start_watcher, depth):
+def symlinked_rules(tmp_path: Path, start_watcher) -> tuple[RecordingReloader, Path]:
+    """A watched project whose rules file is a symlink into dotfiles/ (holding "first v1")."""
     link_dir, first_dir = tmp_path / "project", tmp_path / "dotfiles"
     for directory in (link_dir, first_dir):
         directory.mkdir()
@@ -294,11 +269,36 @@ def test_a_symlink_re_pointed_at_a_directory_still_to_be_made_reloads_once_it_ap
     mcp.write_text("servers v1", encoding="utf-8")
     reloader = RecordingReloader(mcp, rules)
     start_watcher(reloader)
+    return reloader, rules
 
+
+def re_point(link: Path, target: Path) -> None:
+    new_link = link.with_name("retarget.tmp")
+    new_link.symlink_to(target)
+    os.replace(new_link, link)  # what `ln -sfn` does
+
+
+def test_a_symlinked_config_reloads_when_its_target_or_the_link_changes(tmp_path, start_watcher):
+    reloader, rules = symlinked_rules(tmp_path, start_watcher)
+    second_dir = tmp_path / "other"
+    second_dir.mkdir()
+    (second_dir / "rules.json").write_text("second v1", encoding="utf-8")
+
+    write_in_place(tmp_path / "dotfiles" / "rules.json", "first v2")  # edited where it really lives
+    assert reloader.next() == (GATEWAY_RULES, "first v2")
+
+    re_point(rules, second_dir / "rules.json")
+    assert reloader.next() == (GATEWAY_RULES, "second v1")
+
+    write_and_rename(second_dir / "rules.json", "second v2")  # the new target is watched too
+    assert reloader.next() == (GATEWAY_RULES, "second v2")
+
+
+@pytest.mark.parametrize("depth", [1, 2], ids=["its directory", "its directory's parent too"])
+def test_a_symlink_re_pointed_at_a_directory_still_to_be_made_reloads_once_it_appears(tmp_path, start_watcher, depth):
+    reloader, rules = symlinked_rules(tmp_path, start_watcher)
     later = tmp_path / "later" / "deeper" if depth == 2 else tmp_path / "later"
-    new_link = link_dir / "retarget.tmp"
-    new_link.symlink_to(later / "rules.json")
-    os.replace(new_link, rules)
+    re_point(rules, later / "rules.json")
     assert reloader.next() == (GATEWAY_RULES, None)  # re-pointed at nothing yet
 
     later.mkdir(parents=True)

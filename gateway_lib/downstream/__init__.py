@@ -1,10 +1,17 @@
 """Sessions to downstream MCP servers: the façade the gateway tools call.
 
 Two strategies, chosen per server by `ServerSpec.session`; callers never know which:
-per-call (default, `per_call.py`) and kept-alive (`keep_alive.py`). The other modules:
+per-call (default, `per_call.py`, with a warm spare session per server from `spares.py`)
+and kept-alive (`keep_alive.py`). The other modules:
 `waiting.py` (a worker's bounded wait), `loop.py` (event loops and process groups; the
-only asyncio/anyio importer), `sdk.py` (transports and wire helpers; the only importer of
-mcp, httpx2 and pydantic) and `translate.py` (SDK failures → gateway errors).
+only asyncio/anyio importer), `sdk.py` (transports, wire helpers, the relay's SDK
+callbacks and the protocol-era probe; the only importer of mcp, httpx2 and pydantic) and
+`translate.py` (SDK failures → gateway errors).
+
+A call may come with a relay (`gateway_lib.relay.CallRelay`, built by the tools): the
+session then declares the client's capabilities, hands the server's progress, log
+messages and requests to it, and the call's deadline is the relay's clock, which
+progress restarts and a wait for the client pauses.
 
 Nothing here imports asyncio or the SDK at module level: `import mcp` costs most of a
 second, and the gateway must answer `initialize` before that (see `Downstream.preload`).
@@ -23,6 +30,7 @@ from ..model import KEEP_ALIVE, ServerSpec
 from . import sdk
 from .keep_alive import KeptSessions
 from .per_call import PerCallSessions, Work
+from .spares import WARM_STEP_S, SpareGone, SparePool, SpareSettings, ToolLists
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +38,12 @@ log = logging.getLogger(__name__)
 class Downstream:
     """Runs calls on per-call or kept-alive sessions and makes sure nothing outlives it."""
 
-    def __init__(self, errlog: TextIO | None = None):
+    def __init__(self, errlog: TextIO | None = None, spares: SpareSettings | None = None):
         # stdio children write their stderr here; the SDK needs a real file descriptor.
         errlog = errlog if errlog is not None else sys.stderr
         self._per_call = PerCallSessions(errlog)
         self._kept = KeptSessions(errlog)
+        self._spares = SparePool(spares or SpareSettings(), errlog)  # without settings: no spares
         self._lock = threading.Lock()
         self._preloader: threading.Thread | None = None
 
@@ -45,10 +54,19 @@ class Downstream:
                 self._preloader = threading.Thread(target=sdk.import_client, name="downstream-preload", daemon=True)
                 self._preloader.start()
 
+    def use_tool_lists(self, lists: ToolLists) -> None:
+        """Spares list a server's tools into `lists` as they start, when it has no fresh list."""
+        self._spares.use_tool_lists(lists)
+
+    def warm(self, servers: Mapping[str, ServerSpec]) -> None:
+        """The eager start: a spare per server that may have one, every tool list cached (background)."""
+        self._spares.warm(servers, self._list_once)
+
     def list_tools(
-        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None
+        self, spec: ServerSpec, timeout_s: float, cancel: threading.Event | None = None, *, agent: str | None = None,
+        relay: Any = None,
     ) -> list[dict]:
-        return self._run(spec, "tools/list", sdk.list_all, timeout_s, cancel, agent=agent)
+        return self._run(spec, "tools/list", sdk.list_all, timeout_s, cancel, agent=agent, relay=relay)
 
     def call_tool(
         self,
@@ -60,15 +78,16 @@ class Downstream:
         *,
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> dict:
         """Call `tool` on a fresh session. The result comes back as soon as it arrives;
         the session closes afterwards, and `on_closed` (if given) is called exactly once
         when it has, on every path: the caller's hold on a server slot lasts until then."""
 
         async def work(session: Any) -> dict:
-            return await sdk.send_call(session, tool, arguments)
+            return await sdk.send_call(session, tool, arguments, relay)
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed, relay=relay)
 
     def list_and_call_tool(
         self,
@@ -81,6 +100,7 @@ class Downstream:
         check: Callable[[list[dict]], None],
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> dict:
         """List the server's tools, pass them to `check`, then call `tool`: one session.
 
@@ -93,9 +113,9 @@ class Downstream:
 
         async def work(session: Any) -> dict:
             check(await sdk.list_all(session))
-            return await sdk.send_call(session, tool, arguments)
+            return await sdk.send_call(session, tool, arguments, relay)
 
-        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed)
+        return self._run(spec, "tools/call", work, timeout_s, cancel, agent=agent, on_closed=on_closed, relay=relay)
 
     def shutdown(self, timeout_s: float = 5.0) -> None:
         """Close every session as the MCP spec says, all within `timeout_s`.
@@ -107,7 +127,7 @@ class Downstream:
         threads to end.
         """
         started = time.monotonic()
-        owners: list[Any] = [*self._kept.shutdown(), *self._per_call.shutdown()]
+        owners: list[Any] = [*self._kept.shutdown(), *self._spares.shutdown(), *self._per_call.shutdown()]
         for escalate, at in ((_terminate, 1 / 3), (_kill, 2 / 3), (None, 1.0)):
             until = started + timeout_s * at
             for owner in owners:
@@ -121,21 +141,24 @@ class Downstream:
             preloader = self._preloader
         if preloader is not None:
             preloader.join(max(0.0, started + timeout_s - time.monotonic()))
+        self._spares.join_warmups(max(0.0, started + timeout_s - time.monotonic()))
         if self.live_sessions:
             log.warning("%s downstream session(s) still cleaning up after shutdown", self.live_sessions)
 
     def retire(self, servers: Mapping[str, ServerSpec]) -> None:
-        """Close every kept-alive session whose server is gone from `servers` or changed."""
+        """Close every kept-alive session and spare whose server is gone from `servers` or changed."""
         self._kept.retire(servers)
+        self._spares.retire(servers)
 
     def status(self) -> dict:
-        """Per-call sessions in flight, and every open kept-alive session."""
+        """Per-call sessions in flight, every open kept-alive session, and the spares per server."""
         kept = sorted(self._kept.status(), key=lambda entry: (entry["server"], entry["agent"] or ""))
-        return {"live_sessions": self._per_call.live, "kept_sessions": kept}
+        return {"live_sessions": self.live_sessions, "kept_sessions": kept,
+                "init_strategy": self._spares.settings.strategy, "spares": self._spares.status()}
 
     @property
     def live_sessions(self) -> int:
-        return self._per_call.live
+        return self._per_call.live + self._spares.serving_count
 
     def _run(
         self,
@@ -146,13 +169,16 @@ class Downstream:
         cancel: threading.Event | None,
         agent: str | None = None,
         on_closed: Callable[[], None] | None = None,
+        relay: Any = None,
     ) -> Any:
-        deadline = time.monotonic() + timeout_s
+        deadline: float | Callable[[], float] = time.monotonic() + timeout_s
+        if relay is not None:
+            deadline = relay.clock.deadline  # moves with progress and with waits for the client
         if spec.session == KEEP_ALIVE:
             # A kept session outlives the call, so `on_closed` fires when the call ends.
             try:
                 _check_startable(spec, cancel)
-                return self._kept.run(spec, agent, method, work, deadline, timeout_s, cancel)
+                return self._kept.run(spec, agent, method, work, deadline, timeout_s, cancel, relay)
             finally:
                 if on_closed is not None:
                     on_closed()
@@ -162,7 +188,27 @@ class Downstream:
             if on_closed is not None:
                 on_closed()  # no session was started, so it is closed now
             raise
-        return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed)
+        # A spare was opened before its call, declaring no client capabilities: it serves
+        # only calls whose client has none to declare (the others do not count in its pool).
+        pooled = relay is None or not relay.capability_key()
+        spare = self._spares.take(spec) if pooled else None  # counts the call in flight
+        try:
+            if spare is not None:
+                try:
+                    return spare.serve(method, work, deadline, timeout_s, cancel, on_closed)
+                except SpareGone:
+                    pass  # it ended before the call reached it: a fresh session takes the call
+            if pooled:
+                self._spares.counted_fresh(spec)
+            return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed, relay)
+        finally:
+            if pooled:
+                self._spares.answered(spec)  # starts the next spare once no call of the server waits
+
+    def _list_once(self, spec: ServerSpec, stop: threading.Event) -> list[dict]:
+        """The tool list on one transient per-call session, whatever the server's strategy."""
+        deadline = time.monotonic() + WARM_STEP_S
+        return self._per_call.run(spec, "tools/list", sdk.list_all, deadline, WARM_STEP_S, stop, None)
 
 
 def _terminate(owner: Any) -> None:

@@ -36,7 +36,7 @@ SEND_ATTEMPTS = 3  # kept sessions found closing before a call was sent: open a 
 DRAIN_S = 1.0  # bound on letting cancelled calls send their notifications/cancelled
 RECORD_EVERY_S = 1.0  # how often calls on a kept session record its server's processes
 
-Key = tuple[str, str | None]  # (server, agent)
+Key = tuple[str, str | None, tuple[str, ...]]  # (server, agent, client capabilities declared)
 
 
 class SessionGone(Exception):
@@ -60,12 +60,13 @@ class KeptSessions:
         agent: str | None,
         method: str,
         work: Work,
-        deadline: float,
+        deadline: float | Callable[[], float],
         timeout_s: float,
         cancel: threading.Event | None,
+        relay: Any = None,
     ) -> Any:
         for _ in range(SEND_ATTEMPTS):
-            session = self._hold(spec, agent)
+            session = self._hold(spec, agent, relay)
             try:
                 return session.call(method, work, deadline, timeout_s, cancel)
             except SessionGone:
@@ -74,19 +75,22 @@ class KeptSessions:
                 session.release()
         raise ServerUnavailable(f"Server {spec.name!r} closed its session again and again before the call was sent")
 
-    def _hold(self, spec: ServerSpec, agent: str | None) -> KeptSession:
-        """The open session of (server, agent), opened if needed, with one more holder.
+    def _hold(self, spec: ServerSpec, agent: str | None, relay: Any = None) -> KeptSession:
+        """The open session of (server, agent, capabilities), opened if needed, with one more holder.
+
+        A session declares the client capabilities once, when it opens: calls whose client
+        declared another set get a session of their own.
 
         A call made under an older config than the last retire() saw (it took its
         snapshot before a reload) gets a session of its own, closed when the call ends:
         it never displaces the session of the newer config.
         """
-        key = (spec.name, agent)
+        key = (spec.name, agent, relay.capability_key() if relay is not None else ())
         with self._lock:
             if self._closed:
                 raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
             if self._current is not None and self._current.get(spec.name) != spec:
-                session = self._start(spec, agent)
+                session = self._start(spec, agent, key, relay)
                 session.retire("it served a call made under an older config")
                 return session
             session = self._open.get(key)
@@ -96,13 +100,13 @@ class KeptSessions:
                 self._open.pop(key).end("its process exited", on_purpose=False)
             session = self._open.get(key)
             if session is None or not session.hold():
-                session = self._start(spec, agent)
+                session = self._start(spec, agent, key, relay)
                 self._open[key] = session
             return session
 
-    def _start(self, spec: ServerSpec, agent: str | None) -> KeptSession:
+    def _start(self, spec: ServerSpec, agent: str | None, key: Key, relay: Any) -> KeptSession:
         """A new session with one holder; under the lock."""
-        session = KeptSession(self, spec, agent, self._errlog)
+        session = KeptSession(self, spec, agent, self._errlog, key, relay)
         session.hold()
         self._alive.add(session)
         session.thread.start()
@@ -172,10 +176,12 @@ class KeptSession(loop.LoopProcesses):
 
     method = "initialize"  # what `translate` reports while the session is starting
 
-    def __init__(self, registry: KeptSessions, spec: ServerSpec, agent: str | None, errlog: TextIO):
+    def __init__(self, registry: KeptSessions, spec: ServerSpec, agent: str | None, errlog: TextIO,
+                 key: Key | None = None, relay: Any = None):
         self.spec = spec
         self.agent = agent
-        self.key: Key = (spec.name, agent)
+        self.key: Key = key if key is not None else (spec.name, agent, ())
+        self._declares = relay  # the first call's relay: the capabilities the session declares
         self.errlog = errlog
         self.phase = STARTING
         self.ready: concurrent.futures.Future = concurrent.futures.Future()  # None once initialized
@@ -279,7 +285,8 @@ class KeptSession(loop.LoopProcesses):
 
     # --- worker threads ---------------------------------------------------------------
 
-    def call(self, method: str, work: Work, deadline: float, timeout_s: float, cancel: threading.Event | None) -> Any:
+    def call(self, method: str, work: Work, deadline: float | Callable[[], float], timeout_s: float,
+             cancel: threading.Event | None) -> Any:
         """Run `work(session)` in the session's loop; wait until the deadline at most."""
         ms = round(timeout_s * 1000)
         name = self.spec.name
@@ -339,8 +346,10 @@ class KeptSession(loop.LoopProcesses):
                     if self.closing is not None:
                         scope.cancel()
                 async with contextlib.AsyncExitStack() as stack:
-                    session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable, self.record_processes)
-                    await session.initialize()
+                    session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable,
+                                                     self.record_processes, self._declares, shared=True)
+                    self._declares = None  # the session outlives that call: do not hold on to it
+                    await sdk.handshake(session, self.spec)
                     self._session, self.phase = session, READY
                     self.record_processes()
                     self._settle_ready(None)

@@ -91,6 +91,16 @@ async def poll_until(done: Callable[[], bool], bound_s: float) -> None:
             await anyio.sleep(_REAP_POLL_S)
 
 
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run a blocking `fn(*args)` on a worker thread; a cancelled caller stops waiting for it.
+
+    The function must end on its own (relayed requests end when their call does).
+    """
+    import anyio
+
+    return await anyio.to_thread.run_sync(fn, *args, abandon_on_cancel=True)
+
+
 def is_cancellation(exc: BaseException) -> bool:
     import asyncio
 

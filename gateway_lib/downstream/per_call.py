@@ -40,14 +40,15 @@ class PerCallSessions:
         spec: ServerSpec,
         method: str,
         work: Work,
-        deadline: float,
+        deadline: float | Callable[[], float],
         timeout_s: float,
         cancel: threading.Event | None,
         on_closed: Callable[[], None] | None,
+        relay: Any = None,
     ) -> Any:
         """Run `work` on a fresh session; `on_closed` fires once, when the session has closed."""
         try:
-            call = PerCallSession(spec, method, work, self._errlog, on_closed)
+            call = PerCallSession(spec, method, work, self._errlog, on_closed, relay)
             with self._lock:
                 if self._closed:
                     raise ServerUnavailable(f"Server {spec.name!r} is unavailable: the gateway is shutting down")
@@ -90,8 +91,10 @@ class PerCallSessions:
 class PerCallSession(loop.LoopProcesses):
     """One session: its thread, its event loop, and every process started in that loop."""
 
-    def __init__(self, spec: ServerSpec, method: str, work: Work, errlog: TextIO, on_closed: Callable[[], None] | None):
+    def __init__(self, spec: ServerSpec, method: str, work: Work, errlog: TextIO, on_closed: Callable[[], None] | None,
+                 relay: Any = None):
         self.spec = spec
+        self.relay = relay  # what the server may send the gateway's client during this call
         self.method = method
         self.work = work
         self.errlog = errlog
@@ -102,6 +105,7 @@ class PerCallSession(loop.LoopProcesses):
         self._lock = threading.Lock()
         self._loop: Any = None
         self._scope: Any = None
+        self._work_scope: Any = None  # cancels only the work, once the session is ready
         self._aborted = False
 
     def run(self) -> None:
@@ -127,15 +131,25 @@ class PerCallSession(loop.LoopProcesses):
                     if self._aborted:
                         scope.cancel()
                 async with contextlib.AsyncExitStack() as stack:
-                    session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable, self.record_processes)
+                    session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable,
+                                                     self.record_processes, self.relay)
                     # The caller hears the outcome now: closing the session can take the
                     # SDK's grace periods (seconds, for a server that ignores EOF or
                     # SIGTERM), which must not delay the answer or turn it into a timeout.
                     try:
-                        await session.initialize()
+                        await sdk.handshake(session, self.spec)
                         self.phase = READY
                         self.record_processes()
-                        result = await self.work(session)
+                        # Aborting ends only the work at first, so the SDK can tell the
+                        # server (notifications/cancelled) before the session closes.
+                        with loop.cancel_scope() as work_scope:
+                            with self._lock:
+                                self._work_scope = work_scope
+                                if self._aborted:
+                                    work_scope.cancel()
+                            result = await self.work(session)
+                        if work_scope.cancelled_caught:
+                            return None  # aborted, and abort() already settled the Future
                     except Exception as exc:
                         await self._await_exit_status(exc)
                         self._settle(exception=translate(self, exc))
@@ -161,7 +175,7 @@ class PerCallSession(loop.LoopProcesses):
         self._settle(exception=error)
         with self._lock:
             self._aborted = True
-            event_loop, scope = self._loop, self._scope
+            event_loop, scope = self._loop, self._work_scope or self._scope
         if scope is not None:
             loop.call_soon(event_loop, scope.cancel)
 

@@ -1,5 +1,23 @@
 """The mcp client SDK: transports, TLS, list/call helpers, failure kinds; the only importer of mcp, httpx2 and pydantic.
 
+It also relays what a server does during a call to the gateway's client, through the
+call's relay (`gateway_lib.relay.CallRelay`), which it reaches only through the methods
+it is handed: `capabilities()`, `capability_key()`, `progress()`, `log()`, `ask()` and
+`link.meta` / `link.log_level`:
+
+    session callbacks   sampling, elicitation and roots callbacks exist only for the
+                        capabilities the relay declares, so the downstream session
+                        declares exactly those; each answer comes from the client, and a
+                        refusal goes back to the server as the SDK would give it.
+    routing             a kept-alive session serves several calls: server requests and
+                        log messages go to the newest call in flight on it (a stdio server
+                        does not say which call a request belongs to), progress goes by
+                        the request's own token.
+    input_required      a 2026-07-28 server's input requests are answered through the
+                        same relay (`resolve_inputs`); sdk.send_call retries with them.
+    era probe           server/discover first, falling back to initialize (the SDK's own
+                        policy); the verdict is cached per server spec.
+
 Everything imports the SDK inside itself: `import mcp` costs most of a second, and the
 gateway must answer `initialize` before that (see `Downstream.preload`).
 """
@@ -10,11 +28,13 @@ import contextlib
 import logging
 import functools
 import threading
+import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, TextIO
 
-from ..errors import ServerUnavailable
+from ..errors import DownstreamError, ServerUnavailable
 from ..model import HTTP, SSE, STDIO, ServerSpec
+from . import loop
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +75,14 @@ async def open_session(
     stack: contextlib.AsyncExitStack,
     on_unreadable: Callable[[str], None],
     before_close: Callable[[], None],
+    relay: Any = None,
+    shared: bool = False,
 ) -> Any:
     """Enter the transport of `spec` and a ClientSession on it, on `stack` (not yet initialized).
+
+    The session declares the client capabilities `relay` can relay and sends what the
+    server asks of the client to the call in flight: `relay` itself, or (`shared`, a
+    kept-alive session) whichever call is newest when the server asks.
 
     `before_close()` runs as the stack unwinds, just before the transport closes (so while
     a stdio server still runs, unless it died on its own), however the session ends.
@@ -71,9 +97,13 @@ async def open_session(
         if isinstance(message, Exception) and (reason := _unreadable_answer(message)) is not None:
             on_unreadable(reason)
 
+    router = RelayRouter() if shared else RelayRouter(relay)
     read, write = await _open_transport(spec, errlog, stack)
     stack.callback(before_close)
-    return await stack.enter_async_context(ClientSession(read, write, message_handler=on_message))
+    session = ClientSession(read, write, message_handler=on_message, **session_arguments(relay, router))
+    session = await stack.enter_async_context(session)
+    _routers[session] = router
+    return session
 
 
 def _unreadable_answer(exc: Exception) -> str | None:
@@ -141,27 +171,206 @@ def _sse_http_client(headers: dict | None = None, timeout: Any = None, auth: Any
     return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=tls_context())
 
 
-async def list_all(session: Any) -> list[dict]:
-    """Every tool of the session's server, following pagination cursors.
+# --- relaying a call to the gateway's client ----------------------------------------------
+
+MAX_INPUT_ROUNDS = 10  # as the SDK's own driver: a server asking forever cannot hang a call
+_LEGACY = "legacy"
+
+
+class RelayRouter:
+    """The relays of the calls in flight on one session; touched only in its loop thread."""
+
+    def __init__(self, relay: Any = None):
+        self._relays: list[Any] = [relay] if relay is not None else []
+
+    @contextlib.contextmanager
+    def serving(self, relay: Any) -> Iterator[None]:
+        if relay is None:
+            yield
+            return
+        self._relays.append(relay)
+        try:
+            yield
+        finally:
+            self._relays.remove(relay)
+
+    def current(self) -> Any:
+        return self._relays[-1] if self._relays else None
+
+
+_routers: "weakref.WeakKeyDictionary[Any, RelayRouter]" = weakref.WeakKeyDictionary()
+
+
+def router_of(session: Any) -> RelayRouter:
+    """The router of a session opened by `open_session` (an empty one for any other session)."""
+    return _routers.setdefault(session, RelayRouter())
+
+
+def session_arguments(relay: Any, router: RelayRouter) -> dict[str, Any]:
+    """ClientSession keyword arguments for a session declaring `relay`'s capabilities,
+    whose callbacks go through `router`."""
+    import mcp_types
+    from pydantic import ValidationError
+
+    capabilities = relay.capabilities() if relay is not None else {}
+    kwargs: dict[str, Any] = {"logging_callback": lambda params: _log(router, params)}
+    if relay is not None and relay.link.log_level is not None:
+        kwargs["log_level"] = relay.link.log_level  # 2026-07-28 servers log only to requests that opt in
+    if "sampling" in capabilities:
+        kwargs["sampling_callback"] = lambda context, params: _ask(router, "sampling/createMessage", params, _sampling_result)
+        with contextlib.suppress(ValidationError):  # an odd sub-capability: declare plain sampling
+            kwargs["sampling_capabilities"] = mcp_types.SamplingCapability.model_validate(capabilities["sampling"])
+    if "elicitation" in capabilities:
+        kwargs["elicitation_callback"] = lambda context, params: _ask(router, "elicitation/create", params, _elicit_result)
+    if "roots" in capabilities:
+        kwargs["list_roots_callback"] = lambda context: _ask(router, "roots/list", None, _roots_result)
+    return kwargs
+
+
+async def _log(router: RelayRouter, params: Any) -> None:
+    relay = router.current()
+    if relay is not None:
+        relay.log(params.level, params.data, params.logger)
+
+
+async def _ask(router: RelayRouter, method: str, params: Any, parse: Any) -> Any:
+    """Relay one server request to the client; the client's answer, or the error for the server."""
+    import mcp_types
+    from pydantic import ValidationError
+
+    from ..relay import RelayRefused
+
+    relay = router.current()
+    if relay is None:
+        return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=f"No call is in progress to relay {method} for")
+    wire = params.model_dump(by_alias=True, exclude_none=True, mode="json") if params is not None else None
+    try:
+        answer = await loop.in_thread(relay.ask, method, wire)
+    except RelayRefused as exc:
+        return mcp_types.ErrorData(code=exc.code, message=exc.message, data=exc.data)
+    try:
+        return parse(answer)
+    except ValidationError:
+        return mcp_types.ErrorData(code=mcp_types.INTERNAL_ERROR, message=f"The client's answer to {method} is malformed")
+
+
+def _sampling_result(answer: Any) -> Any:
+    import mcp_types
+    from pydantic import ValidationError
+
+    try:
+        return mcp_types.CreateMessageResult.model_validate(answer)
+    except ValidationError:
+        return mcp_types.CreateMessageResultWithTools.model_validate(answer)
+
+
+def _elicit_result(answer: Any) -> Any:
+    import mcp_types
+
+    return mcp_types.ElicitResult.model_validate(answer)
+
+
+def _roots_result(answer: Any) -> Any:
+    import mcp_types
+
+    return mcp_types.ListRootsResult.model_validate(answer)
+
+
+# --- the protocol era of a server ---------------------------------------------------------
+
+_eras: dict[str, tuple[ServerSpec, Any]] = {}  # server name -> (spec, DiscoverResult or _LEGACY)
+_eras_lock = threading.Lock()
+
+
+async def handshake(session: Any, spec: ServerSpec) -> None:
+    """Open the session in the server's era: probed once per spec, then remembered."""
+    from mcp.client._probe import negotiate_auto
+
+    with _eras_lock:
+        known = _eras.get(spec.name)
+    verdict = known[1] if known is not None and known[0] == spec else None
+    if verdict is _LEGACY:
+        await session.initialize()
+        return
+    if verdict is not None:
+        session.adopt(verdict)
+        return
+    await negotiate_auto(session)  # server/discover, falling back to initialize
+    with _eras_lock:
+        _eras[spec.name] = (spec, session.discover_result or _LEGACY)
+
+
+def is_modern(session: Any) -> bool:
+    from mcp_types.version import MODERN_PROTOCOL_VERSIONS
+
+    return session.protocol_version in MODERN_PROTOCOL_VERSIONS
+
+
+async def resolve_inputs(session: Any, relay: Any, answer: dict) -> dict:
+    """The client's answers to a 2026 server's input requests, keyed as the server keyed them."""
+    import mcp_types
+    from pydantic import TypeAdapter, ValidationError
+
+    router = router_of(session)
+    responses: dict[str, Any] = {}
+    requests = answer.get("inputRequests") or {}
+    for key, request in requests.items():
+        method = request.get("method") if isinstance(request, dict) else None
+        parse = {"sampling/createMessage": _sampling_result, "elicitation/create": _elicit_result,
+                 "roots/list": _roots_result}.get(method)
+        if parse is None:
+            raise DownstreamError(f"The server asked for input with an unknown method {method!r}")
+        try:
+            typed = TypeAdapter(mcp_types.InputRequest).validate_python(request)
+        except ValidationError:
+            raise DownstreamError(f"The server's {method} input request is malformed") from None
+        outcome = await _ask(router, method, typed.params, parse)
+        if isinstance(outcome, mcp_types.ErrorData):
+            raise DownstreamError(f"The server's {method} input request was not answered: {outcome.message}",
+                                  client_code=outcome.code)
+        responses[key] = outcome
+    return responses
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+class ListedTools(list):
+    """A server's tools; `ttl_ms` is the server's own cache hint (2026-07-28), else None."""
+
+    ttl_ms: int | None = None
+
+
+async def list_all(session: Any) -> ListedTools:
+    """Every tool of the session's server, following cursors; a 2026 server's as it sent them.
 
     One tool the SDK's models refuse (an inputSchema whose type is not "object", say) does
     not cost the server its other tools: that page is read again as plain JSON, and each
     tool is kept as the SDK parses it, or as sent when it is refused (with a warning).
     """
-    from mcp_types import PaginatedRequestParams
+    from mcp_types import ListToolsRequest, PaginatedRequestParams
     from pydantic import ValidationError
 
-    tools: list[dict] = []
+    modern = is_modern(session)
+    tools = ListedTools()
     cursor = None
     while True:
         params = PaginatedRequestParams(cursor=cursor) if cursor else None
-        try:
-            page = await session.list_tools(params=params)
-            tools += [_wire(tool) for tool in page.tools]
-            cursor = page.next_cursor
-        except ValidationError:
-            page_tools, cursor = await _list_page_leniently(session, params)
-            tools += page_tools
+        if modern:
+            # Raw: 2026 tool definitions (any JSON Schema, new fields) pass through unchanged.
+            page = await session.send_request(ListToolsRequest(params=params), _raw())
+            tools += [tool for tool in page.get("tools", []) if isinstance(tool, dict)]
+            if tools.ttl_ms is None and isinstance(page.get("ttlMs"), int):
+                tools.ttl_ms = page["ttlMs"]
+            cursor = page.get("nextCursor")
+        else:
+            try:
+                result = await session.list_tools(params=params)
+                tools += [_wire(tool) for tool in result.tools]
+                cursor = result.next_cursor
+            except ValidationError:
+                page_tools, cursor = await _list_page_leniently(session, params)
+                tools += page_tools
         if not cursor:
             return tools
 
@@ -195,20 +404,50 @@ async def _list_page_leniently(session: Any, params: Any) -> tuple[list[dict], s
     return tools, cursor if isinstance(cursor, str) and cursor else None
 
 
-async def send_call(session: Any, tool: str, arguments: dict) -> dict:
-    """One tools/call request, one round trip; the result goes back as the server gave it.
+async def send_call(session: Any, tool: str, arguments: dict, relay: Any = None) -> dict:
+    """One tools/call request (plus a 2026 server's input_required rounds); the result as the server gave it.
 
     Not `ClientSession.call_tool`: on a session that has not listed tools it first sends
     its own tools/list to check structuredContent against the tool's outputSchema. That is
     a second round trip on every short-lived session, and a check the gateway's client
     makes itself if it wants to. `send_request` still checks the result's shape.
+    The client's `_meta` (but its progress token) goes along; progress comes back to the relay.
     """
     from mcp_types import CallToolRequest, CallToolRequestParams, CallToolResult
 
-    request = CallToolRequest(params=CallToolRequestParams(name=tool, arguments=arguments))
-    result = _wire(await session.send_request(request, CallToolResult))
-    result.pop("resultType", None)  # 2026-only; older clients do not expect it
-    return result
+    meta = dict(relay.link.meta) if relay is not None and relay.link.meta else None
+    progress = _progress_callback(relay)
+    responses = state = None
+    with router_of(session).serving(relay):
+        for _ in range(MAX_INPUT_ROUNDS + 1):
+            params = CallToolRequestParams(name=tool, arguments=arguments, _meta=meta,
+                                           input_responses=responses, request_state=state)
+            answer = await session.send_request(CallToolRequest(params=params), _raw(), progress_callback=progress)
+            if answer.get("resultType") != "input_required":
+                result = _wire(CallToolResult.model_validate(answer, by_name=False))
+                result.pop("resultType", None)  # the gateway's protocol layer adds it for 2026 clients only
+                return result
+            # The retry carries the client's answers and the server's requestState unchanged.
+            responses, state = await resolve_inputs(session, relay, answer), answer.get("requestState")
+    raise DownstreamError(f"Tool {tool!r} asked for input more than {MAX_INPUT_ROUNDS} times")
+
+
+def _progress_callback(relay: Any) -> Any:
+    if relay is None:
+        return None
+
+    async def on_progress(progress: float, total: float | None, message: str | None) -> None:
+        relay.progress(progress, total, message)
+
+    return on_progress
+
+
+@functools.cache
+def _raw() -> Any:
+    """A result type that keeps the server's JSON as it came (after the SDK's shape check)."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(dict[str, Any])
 
 
 def _wire(model: Any) -> dict:

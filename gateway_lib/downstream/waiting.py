@@ -11,16 +11,20 @@ from ..cancellation import on_cancel
 from ..errors import RequestCancelled
 
 POLL_S = 0.02  # how often to look at a cancel flag that cannot wake the waiter (a plain Event)
+MOVING_DEADLINE_S = 0.1  # how often to read a deadline that moves (it can also come nearer)
 
 
 def result_by(
     future: concurrent.futures.Future,
-    deadline: float,
+    deadline: float | Callable[[], float],
     cancel: threading.Event | None,
     timeout_error: Callable[[], BaseException],
     give_up: Callable[[BaseException], None] = lambda error: None,
 ) -> Any:
     """The future's result (or its exception), waiting until `deadline` (monotonic) at most.
+
+    `deadline` may be a callable, read on every look: a call's deadline moves when the
+    server reports progress or while the client is answering one of the server's requests.
 
     At the deadline raise `timeout_error()`; once `cancel` is set raise RequestCancelled.
     Either way `give_up(error)` is called first, so the session can stop its work. The
@@ -31,7 +35,7 @@ def result_by(
     forget = on_cancel(cancel, woken.set)
     try:
         while True:
-            remaining = deadline - time.monotonic()
+            remaining = (deadline() if callable(deadline) else deadline) - time.monotonic()
             if remaining <= 0:
                 error = timeout_error()
                 give_up(error)
@@ -42,6 +46,8 @@ def result_by(
                 error = RequestCancelled()
                 give_up(error)
                 raise error
+            if callable(deadline):
+                remaining = min(remaining, MOVING_DEADLINE_S)
             woken.wait(remaining if forget is not None else min(remaining, POLL_S))
     finally:
         if forget is not None:

@@ -35,6 +35,8 @@ Usage:
                                       start and before every answer
                      linger           on stdin EOF log "stdin-closed" and keep
                                       running; on SIGTERM log "sigterm" and exit
+--fault-tools      also offer `wait_file` (answers once a path exists) and
+                   `unreadable` (answers with JSON a strict reader refuses).
 --tools-extra NAME another tool that echoes, to simulate a newly added tool.
 --tools-file FILE  more echoing tools, one name a line, read at each start (a
                    missing file adds none): a test adds a tool by writing this
@@ -97,11 +99,14 @@ class Options:
         self.tools_extra = []
         self.tools_file = None
         self.grandchild = False
+        self.fault_tools = False
         args = list(argv)
         while args:
             arg = args.pop(0)
             if arg == "--grandchild":
                 self.grandchild = True
+            elif arg == "--fault-tools":
+                self.fault_tools = True
             elif arg in ("--tag", "--log", "--mode", "--tools-extra", "--tools-file"):
                 if not args:
                     fail_usage(f"{arg} needs a value")
@@ -297,7 +302,7 @@ def tool_spawn_grandchild(args):
     return text_result(str(spawn_grandchild()))
 
 
-def build_tools(extra_names):
+def build_tools(extra_names, fault_tools=False):
     """Returns the tool table: name -> (definition, handler)."""
     no_args = schema()
     tools = {
@@ -327,14 +332,6 @@ def build_tools(extra_names):
             },
             tool_sleep,
         ),
-        "wait_file": (
-            {
-                "name": "wait_file",
-                "description": "Answer once the given path exists (60 s at most).",
-                "inputSchema": schema({"path": {"type": "string"}}, ["path"]),
-            },
-            tool_wait_file,
-        ),
         "crash": (
             {
                 "name": "crash",
@@ -351,14 +348,6 @@ def build_tools(extra_names):
                 "inputSchema": schema({"code": {"type": "integer"}, "message": {"type": "string"}}),
             },
             tool_rpc_error,
-        ),
-        "unreadable": (
-            {
-                "name": "unreadable",
-                "description": "Answer with JSON nested `depth` deep (kind 'deep') or holding \\ud800 ('surrogate').",
-                "inputSchema": schema({"kind": {"type": "string"}, "depth": {"type": "integer"}}, ["kind"]),
-            },
-            tool_unreadable,
         ),
         "huge": (
             {
@@ -389,6 +378,25 @@ def build_tools(extra_names):
             tool_spawn_grandchild,
         ),
     }
+    if fault_tools:
+        tools.update({
+            "wait_file": (
+                {
+                    "name": "wait_file",
+                    "description": "Answer once the given path exists (60 s at most).",
+                    "inputSchema": schema({"path": {"type": "string"}}, ["path"]),
+                },
+                tool_wait_file,
+            ),
+            "unreadable": (
+                {
+                    "name": "unreadable",
+                    "description": "Answer with JSON nested `depth` deep (kind 'deep') or holding \\ud800 ('surrogate').",
+                    "inputSchema": schema({"kind": {"type": "string"}, "depth": {"type": "integer"}}, ["kind"]),
+                },
+                tool_unreadable,
+            ),
+        })
     for odd in ("get*", "a?b", "x[1]", "../up", "with space", *extra_names):
         tools[odd] = echo_tool(odd)
     return tools
@@ -529,7 +537,7 @@ def main(argv):
     OPTIONS = Options(argv)
     if OPTIONS.grandchild:
         sleep_forever()
-    TOOLS = build_tools(OPTIONS.tools_extra + read_tools_file(OPTIONS.tools_file))
+    TOOLS = build_tools(OPTIONS.tools_extra + read_tools_file(OPTIONS.tools_file), OPTIONS.fault_tools)
     log_event("start", mode=OPTIONS.mode)
     mode = OPTIONS.mode
     if mode == "exit-at-once":

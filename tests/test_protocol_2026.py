@@ -1,0 +1,175 @@
+"""Both protocol generations: the stateless 2026-07-28 upstream (server/discover, the
+per-request _meta envelope, resultType) and downstream servers that speak only 2026-07-28
+(probed once, input_required resolved through the client, tool definitions unchanged)."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+import pytest
+from mcp import Client, StdioServerParameters
+
+import harness
+from gateway_lib.catalog import ToolCatalog
+from gateway_lib.downstream.sdk import ListedTools
+from gateway_lib.errors import INVALID_PARAMS, INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION
+from gateway_lib.model import ServerSpec
+from passthrough_helpers import Recorder, answer_of, audit_records, execute, passthrough_server, start_gateway
+from servers.passthrough_server import LIST_IN_2026
+
+MODERN = "2026-07-28"
+WAIT_S = 30
+ENVELOPE = {
+    "io.modelcontextprotocol/protocolVersion": MODERN,
+    "io.modelcontextprotocol/clientCapabilities": {},
+    "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+}
+RULES = {"agents": {"default": {"allow": {"servers": ["*"]}}}}
+
+
+@pytest.fixture
+def fixture_log(config_dir):
+    return config_dir.path("server.jsonl")
+
+
+def modern_client(config_dir, recorder=None) -> Client:
+    argv = harness.gateway_argv(config_dir.mcp_config, config_dir.rules, "--audit-log", str(config_dir.path("audit.jsonl")))
+    params = StdioServerParameters(command=sys.executable, args=[str(a) for a in argv], env=harness.gateway_env())
+    callbacks = {"sampling_callback": recorder.sampling} if recorder is not None else {}
+    return Client(params, mode="auto", **callbacks)
+
+
+def run(coro):
+    async def bounded():
+        return await asyncio.wait_for(coro, WAIT_S)
+    return asyncio.run(bounded())
+
+
+# --- upstream: the gateway as a 2026-07-28 server --------------------------------------------
+
+
+def test_the_sdk_client_in_auto_mode_ends_on_2026_07_28_with_the_gateway(config_dir, tag, fixture_log):
+    config_dir.write({"fx": passthrough_server(tag, fixture_log)}, RULES)
+
+    async def session():
+        async with modern_client(config_dir) as client:
+            tools = await client.list_tools()
+            result = await client.call_tool("execute_tool", {"server": "fx", "tool": "meta", "args": {}})
+            return client.protocol_version, [t.name for t in tools.tools], result
+
+    version, names, result = run(session())
+    assert version == MODERN  # not 2025-11-25: the probe was answered, no fallback
+    assert "execute_tool" in names
+    assert not result.is_error, harness.result_text(result)
+
+
+def test_server_discover_names_2026_07_28_and_the_gateways_capabilities(config_dir):
+    config_dir.write({}, RULES)
+    with config_dir.raw_gateway() as raw:
+        found = raw.request("server/discover", {"_meta": ENVELOPE})["result"]
+    assert found["supportedVersions"] == [MODERN]
+    assert set(found["capabilities"]) == {"tools", "logging"}
+    assert found["resultType"] == "complete"
+    assert found["_meta"]["io.modelcontextprotocol/serverInfo"]["name"] == "agent-mcp-gateway"
+
+
+def test_result_type_is_sent_to_2026_requests_without_initialize_and_only_to_them(config_dir):
+    config_dir.write({}, RULES)
+    call = {"name": "list_servers", "arguments": {}}
+    with config_dir.raw_gateway() as raw:
+        listed = raw.request("tools/list", {"_meta": ENVELOPE})["result"]
+        modern = raw.request("tools/call", {**call, "_meta": ENVELOPE})["result"]
+        raw.initialize()
+        legacy = raw.request("tools/call", call)["result"]
+    assert listed["resultType"] == "complete" and "execute_tool" in [t["name"] for t in listed["tools"]]
+    assert modern["resultType"] == "complete" and modern["structuredContent"] == {"servers": []}
+    assert "resultType" not in legacy and legacy["structuredContent"] == {"servers": []}
+
+
+def test_a_2026_request_naming_another_version_is_refused_with_the_supported_list(config_dir):
+    config_dir.write({}, RULES)
+    with config_dir.raw_gateway() as raw:
+        error = raw.request("tools/list", {"_meta": {**ENVELOPE, "io.modelcontextprotocol/protocolVersion": "2099-01-01"}})["error"]
+        missing = {k: v for k, v in ENVELOPE.items() if k != "io.modelcontextprotocol/clientCapabilities"}
+        no_caps = raw.request("tools/list", {"_meta": missing})["error"]
+    assert error["code"] == UNSUPPORTED_PROTOCOL_VERSION
+    assert error["data"] == {"supported": [MODERN], "requested": "2099-01-01"}
+    assert no_caps["code"] == INVALID_PARAMS
+
+
+def test_a_downstream_request_during_a_2026_clients_call_is_refused_with_a_clear_error(config_dir, tag, fixture_log):
+    config_dir.write({"fx": passthrough_server(tag, fixture_log)}, RULES)
+    recorder = Recorder()
+
+    async def session():
+        async with modern_client(config_dir, recorder) as client:
+            return await client.call_tool("execute_tool", {"server": "fx", "tool": "sample", "args": {}})
+
+    error = answer_of(run(session()))["error"]
+    assert error["code"] == INVALID_REQUEST
+    assert MODERN in error["message"] and "input_required" in error["message"]
+    assert recorder.asked.empty()
+    assert [r["outcome"] for r in audit_records(config_dir)] == ["unsupported_version"]
+
+
+# --- downstream: servers that speak only 2026-07-28 ------------------------------------------
+
+
+@pytest.mark.parametrize("session_mode", ["per-call", "keep-alive"])
+def test_a_2026_only_server_works_in_both_session_modes_and_is_probed_once(config_dir, tag, fixture_log, session_mode):
+    config_dir.write({"fx": passthrough_server(tag, fixture_log, "--only-2026", session=session_mode)}, RULES)
+    with start_gateway(config_dir, Recorder()) as gw:
+        first = execute(gw, "meta", meta={"traceparent": "t-1"})
+        second = execute(gw, "meta", meta={"traceparent": "t-2"})
+    assert answer_of(first)["answer"]["traceparent"] == "t-1"
+    assert answer_of(second)["answer"]["io.modelcontextprotocol/protocolVersion"] == MODERN
+    assert harness.count_events(fixture_log, "discover") == 1
+
+
+def test_input_required_from_a_2026_server_is_resolved_through_the_client(config_dir, tag, fixture_log):
+    config_dir.write({"fx": passthrough_server(tag, fixture_log, "--only-2026")}, RULES)
+    recorder = Recorder()
+    with start_gateway(config_dir, recorder) as gw:
+        answer = answer_of(execute(gw, "sample"))["answer"]
+    method, _ = recorder.asked.get(timeout=WAIT_S)
+    assert method == "sampling/createMessage"
+    assert answer["state"] == "state-sample"  # the retry carried requestState unchanged
+    assert answer["responses"]["q1"]["model"] == "fixture-model"
+
+
+def test_2026_tool_definitions_and_results_pass_through_unchanged(config_dir, tag, fixture_log):
+    config_dir.write({"fx": passthrough_server(tag, fixture_log, "--only-2026")}, RULES)
+    with start_gateway(config_dir, Recorder()) as gw:
+        listed = gw.call_json("get_server_tools", {"server": "fx", "names": "list_in_2026"})["tools"]
+        older = execute(gw, "list_in_2026", {"n": 1})
+
+    async def session():
+        async with modern_client(config_dir) as client:
+            return await client.call_tool("execute_tool", {"server": "fx", "tool": "list_in_2026", "args": {"n": 1}})
+
+    newer = run(session())
+    assert listed == [LIST_IN_2026]  # as the server sent it, key for key
+    assert newer.structured_content == [1, 2, 3]
+    # Before 2026-07-28 structured content must be an object: older clients get the text alone.
+    assert older.structured_content is None and harness.result_text(older) == "[1, 2, 3]"
+
+
+def test_a_servers_ttl_ms_bounds_how_long_its_tool_list_is_cached():
+    now = [0.0]
+    fetched = []
+
+    def list_tools(spec, timeout_s, cancel, agent=None):
+        tools = ListedTools([{"name": "t", "inputSchema": {"type": "object"}}])
+        tools.ttl_ms = 1000
+        fetched.append(now[0])
+        return tools
+
+    catalog = ToolCatalog(list_tools, ttl_s=300, clock=lambda: now[0])
+    spec = ServerSpec(name="s", transport="stdio", command="x")
+    catalog.tools(spec, 1, None)
+    now[0] = 0.9
+    catalog.tools(spec, 1, None)
+    now[0] = 1.1
+    catalog.tools(spec, 1, None)
+    assert fetched == [0.0, 1.1]  # fresh for the server's 1000 ms, not the gateway's 300 s

@@ -1,9 +1,10 @@
 """Command line: builds the gateway from flags and environment, and runs it.
 
 The only module that reads the environment. Commands:
-    serve (default)  the stdio MCP server
+    serve (default)  the MCP server, on stdio (or HTTP with --transport http)
     check            validate both config files as the running gateway would
     demo             start the gateway and drive one real client session against it
+    token AGENT      print a new bearer token for AGENT, and the hash to put in the rules
     pins             show, diff and approve pinned tool definitions (pins_command.py)
     explain          what an agent may use and which rule decides it (explain.py)
     init             move a Claude Code / Claude Desktop config behind the gateway (init_config.py)
@@ -61,6 +62,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout-ms", type=int, metavar="MS", help="default downstream timeout (env GATEWAY_TIMEOUT_MS, default 60000)")
     parser.add_argument("--tool-cache-ttl", type=float, metavar="S", help="seconds a tool list stays cached (env GATEWAY_TOOL_CACHE_TTL, default 300)")
     parser.add_argument("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (env GATEWAY_LOG_LEVEL, default INFO)")
+    parser.add_argument("--transport", choices=("stdio", "http"), help="stdio (default) or http (env GATEWAY_TRANSPORT)")
+    parser.add_argument("--host", metavar="HOST", help="HTTP mode: address to bind (env GATEWAY_HTTP_HOST, default 127.0.0.1)")
+    parser.add_argument("--port", type=int, metavar="N", help="HTTP mode: port, 0 for any free one (env GATEWAY_HTTP_PORT, default 8000)")
     parser.add_argument("--init-strategy", metavar="eager|lazy|off",
                         help="warm spare sessions of per-call servers (env GATEWAY_INIT_STRATEGY, default eager)")
     return parser
@@ -122,7 +126,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from . import oauth_cli
 
         return oauth_cli.main(argv.pop(0), argv, environ, out, _common_options, _config_paths, _configure_logging)
-    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "pins", "explain", "init") else "serve"
+    command = argv.pop(0) if argv and argv[0] in ("serve", "check", "demo", "pins", "explain", "init", "token") else "serve"
+    if command == "token":
+        return run_token(_token_parser().parse_args(argv), out)
     signals = None
     if command == "serve":
         from .lifecycle import Signals
@@ -216,6 +222,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
                         max_timeout_ms=DEFAULT_MAX_TIMEOUT_MS)
     try:
         serve = read_serve_settings(options, environ, defaults)
+        http = _http_settings(options, environ, serve)
     except SettingsError as exc:
         for problem in exc.problems:
             sys.stderr.write(f"gateway: {problem}\n")
@@ -267,12 +274,16 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers
     background = _AfterHandshake(downstream, reloader, delay_s=serve.reload_debounce_ms / 1000,
                                  warm=lambda: downstream.warm(store.current().servers.servers))
-    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, Metrics(), settings,
+    metrics = Metrics()
+    tools = GatewayTools(store, downstream, catalog, ServerSlots(), audit, metrics, settings,
                          status_extra=lambda: {"reload_status": reloader.status(),
                                                "background_threads": {"watcher": background.watcher_state(),
                                                                       "stopped": deaths.status()},
                                                "oauth": oauth_cli.status(store.current().servers, oauth_tokens)},
                          pin_store=pin_store)
+    if http is not None:
+        return _serve_http(http, signals, store=store, tools=tools, metrics=metrics, reloader=reloader,
+                           downstream=downstream, background=background, audit=audit)
 
     wire = claim_stdout()
     protocol = McpProtocol(tools, on_initialized=background.start)
@@ -314,6 +325,52 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
 def _left(deadline: float, floor_s: float = 0.5) -> float:
     """Seconds until `deadline`, but at least `floor_s`: every stage gets a chance to clean up."""
     return max(deadline - time.monotonic(), floor_s)
+
+
+# --- HTTP mode (http_main.py): its modules are imported only here, so stdio starts as fast as before
+
+
+def _http_settings(options: argparse.Namespace, environ: Mapping[str, str], serve):
+    """HTTP mode's settings, or None in stdio mode; SettingsError for a bad one."""
+    from .settings import SettingsError
+
+    transport = options.transport or environ.get("GATEWAY_TRANSPORT") or "stdio"
+    if transport.strip().lower() == "stdio":
+        return None
+    if transport.strip().lower() != "http":
+        raise SettingsError([f"GATEWAY_TRANSPORT {transport!r} is not valid: use stdio or http"])
+    from .http_main import read_http_settings
+
+    return read_http_settings(options, environ, max_body_bytes=serve.max_line_bytes, max_workers=serve.max_workers)
+
+
+def _serve_http(http, signals, *, downstream, background, audit, **parts) -> int:
+    from .http_main import serve_http
+
+    code = serve_http(http, signals, downstream=downstream, background=background, grace_s=SHUTDOWN_GRACE_S, **parts)
+    deadline = time.monotonic() + SHUTDOWN_BOUND_S - SHUTDOWN_GRACE_S
+    background.stop()
+    background.join(_left(deadline))
+    downstream.shutdown(_left(deadline))
+    audit.close()
+    return code
+
+
+def _token_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway.py token", description="Make a bearer token for one agent (HTTP mode).")
+    parser.add_argument("agent", metavar="AGENT", help="the agent id the token will act as")
+    return parser
+
+
+def run_token(options: argparse.Namespace, out: TextIO) -> int:
+    from .http_security import token_instructions
+
+    text = token_instructions(options.agent)
+    if text is None:
+        sys.stderr.write(f"gateway: {options.agent!r} is not a valid agent id (letters, digits, '_', '.', '-')\n")
+        return EXIT_USAGE
+    out.write(text)
+    return 0
 
 
 class _AfterHandshake:

@@ -15,7 +15,9 @@ snapshots. Messages never contain env or header values: those are where secrets 
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 from types import MappingProxyType
@@ -25,7 +27,7 @@ from . import claude_code_keys, model, policy
 from .errors import ConfigError, Problem
 from .jsonfile import Document, JsonPath, quote, read_document
 from .locate import find_config_paths  # noqa: F401  (cli finds the files through this module)
-from .model import AgentRules, RulesConfig, ServerSpec, ServersConfig
+from .model import AgentRules, RateLimit, RulesConfig, ServerSpec, ServersConfig
 from .schema_check import MCP_CONFIG_SCHEMA, RULES_SCHEMA, did_you_mean, schema_problems, schema_validator
 from .store import ConfigStore, build_snapshot, undefined_server_warnings  # noqa: F401  (cli builds the store from here)
 from .sendable import has_lone_surrogate
@@ -285,9 +287,18 @@ def _build_agent(body: Mapping[str, Any]) -> AgentRules:
         deny_servers=tuple(deny.get("servers", ())),
         allow_tools=_frozen_tools(allow.get("tools", {})),
         deny_tools=_frozen_tools(deny.get("tools", {})),
+        token_sha256=tuple(body.get("token_sha256", ())),
+        rate_limit=_rate_limit(body.get("rate_limit")),
         allow_client_requests=tuple(allow["client_requests"]) if "client_requests" in allow else None,
         deny_client_requests=tuple(deny.get("client_requests", ())),
     )
+
+
+def _rate_limit(body: Mapping[str, Any] | None) -> RateLimit | None:
+    if body is None:
+        return None
+    per_minute = body["calls_per_minute"]
+    return RateLimit(calls_per_minute=per_minute, burst=body.get("burst", max(1, math.ceil(per_minute))))
 
 
 def _frozen_tools(tools: Mapping[str, list[str]]) -> Mapping[str, tuple[str, ...]]:
@@ -314,6 +325,33 @@ def _rules_semantic_problems(document: Document) -> list[Problem]:
             problems.append(document.problem(("agents", agent_id), agent_id_message(agent_id)))
         if isinstance(body, dict):
             problems += _rule_set_problems(document, ("agents", agent_id), body)
+    return problems + _shared_token_problems(document, agents)
+
+
+TOKEN_HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
+TOKEN_HASH_MESSAGE = ("is not a SHA-256 in hex (64 lowercase hex digits): list the token's hash, never the "
+                      "token itself ('gateway.py token AGENT' prints both)")
+
+
+def _shared_token_problems(document: Document, agents: dict) -> list[Problem]:
+    """A token must name one agent: a hash listed under two agents would make identity a guess."""
+    owner: dict[str, str] = {}
+    problems = []
+    for agent_id, body in agents.items():
+        hashes = body.get("token_sha256") if isinstance(body, dict) else None
+        for index, digest in enumerate(hashes if isinstance(hashes, list) else ()):
+            if not isinstance(digest, str):
+                continue
+            if not TOKEN_HASH_PATTERN.fullmatch(digest):
+                # Said without the value: what was pasted here may be the token itself.
+                problems.append(document.problem(("agents", agent_id, "token_sha256", index), TOKEN_HASH_MESSAGE))
+                continue
+            first = owner.setdefault(digest, agent_id)
+            if first != agent_id:
+                # The message names the agents, never the hash.
+                problems.append(document.problem(
+                    ("agents", agent_id, "token_sha256", index),
+                    f"this token hash is also listed under agent {quote(first)}: a token must belong to one agent"))
     return problems
 
 

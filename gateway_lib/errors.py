@@ -20,6 +20,7 @@
     │   ├── InvalidAgentId          INVALID_AGENT_ID
     │   ├── FallbackAgentNotInRules FALLBACK_AGENT_NOT_IN_RULES
     │   ├── NoFallbackConfigured    NO_FALLBACK_CONFIGURED
+    │   ├── RateLimited             RATE_LIMITED (carries retry_after_s)
     │   └── ToolChanged             TOOL_CHANGED (a definition that differs from its pin)
     └── ConfigError               a config file that cannot be used (carries every problem)
 
@@ -117,6 +118,7 @@ DOWNSTREAM_ERROR = "DOWNSTREAM_ERROR"
 INVALID_AGENT_ID = "INVALID_AGENT_ID"
 FALLBACK_AGENT_NOT_IN_RULES = "FALLBACK_AGENT_NOT_IN_RULES"
 NO_FALLBACK_CONFIGURED = "NO_FALLBACK_CONFIGURED"
+RATE_LIMITED = "RATE_LIMITED"
 TOOL_CHANGED = "TOOL_CHANGED"
 
 
@@ -185,6 +187,8 @@ class NoFallbackConfigured(GatewayError):
     code = NO_FALLBACK_CONFIGURED
 
 
+class RateLimited(GatewayError):
+    code = RATE_LIMITED
 class ToolChanged(GatewayError):
     code = TOOL_CHANGED
 

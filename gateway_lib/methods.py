@@ -52,7 +52,8 @@ class ToolRunner(Protocol):
 
     def definitions(self) -> list[dict[str, Any]]: ...
 
-    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event) -> dict[str, Any]: ...
+    def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event,
+             caller: str | None = None) -> dict[str, Any]: ...
 
 
 class McpProtocol:
@@ -65,6 +66,11 @@ class McpProtocol:
         self._version: str | None = None
         self._capabilities: dict = {}  # what the client declared at initialize
         self._log_level = DEFAULT_LOG_LEVEL  # set by logging/setLevel
+
+    @property
+    def version(self) -> str | None:
+        """The agreed protocol version; None until `initialize` succeeded (HTTP keeps a session only then)."""
+        return self._version
 
     def batches_allowed(self) -> bool:
         return self._version == BATCH_VERSION
@@ -158,7 +164,7 @@ class McpProtocol:
         if not isinstance(arguments, dict):
             raise InvalidParams("tools/call 'arguments' must be an object")
         link = self._client_link(params, modern, context)
-        result = self._tools.call(name, arguments, context.cancelled, client=link)
+        result = self._tools.call(name, arguments, context.cancelled, caller=context.caller, client=link)
         if modern is None:
             result.pop("resultType", None)  # 2026-only; older clients do not expect it
             if "structuredContent" in result and not isinstance(result["structuredContent"], dict):
@@ -197,6 +203,11 @@ class McpProtocol:
         token = meta.get("progressToken")
         if not isinstance(token, (str, int)) or isinstance(token, bool):
             token = None
+        if context.peer is None:
+            # No channel to the client (HTTP answers each POST with one JSON body): declare no
+            # capabilities, so downstream requests get the SDK's refusal at once, and relay nothing.
+            return ClientLink(None, MODERN_VERSION if modern is not None else self._version, {}, None,
+                              None, forwarded, context.cancelled)
         if modern is None:
             return ClientLink(context.peer, self._version, dict(self._capabilities), self._log_level,
                               token, forwarded, context.cancelled)

@@ -111,13 +111,27 @@ class ServersConfig:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """A token bucket: `burst` calls at once, refilled at `calls_per_minute`."""
+
+    calls_per_minute: float
+    burst: int
+
+
+@dataclass(frozen=True)
 class AgentRules:
-    """One agent's rules; each pattern keeps its index so denials can name the rule."""
+    """One agent's rules; each pattern keeps its index so denials can name the rule.
+
+    `token_sha256` holds the hashes of the agent's HTTP bearer tokens: kept out of repr,
+    never logged, audited or shown in status.
+    """
 
     allow_servers: tuple[str, ...] = ()
     deny_servers: tuple[str, ...] = ()
     allow_tools: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
     deny_tools: Mapping[str, tuple[str, ...]] = field(default_factory=_empty)
+    token_sha256: tuple[str, ...] = field(default=(), repr=False)
+    rate_limit: RateLimit | None = None
     # Kinds of server->client requests ("sampling", "elicitation", "roots") relayed on this
     # agent's calls; None means the allow list was not written, so every kind is allowed.
     allow_client_requests: tuple[str, ...] | None = None

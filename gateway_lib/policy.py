@@ -195,8 +195,15 @@ def resolve_agent(
     *,
     default_agent: str | None,
     pinned: str | None,
+    authenticated: str | None = None,
 ) -> str:
-    """The agent a call acts as. Fails closed: a bad id never falls back to a default."""
+    """The agent a call acts as. Fails closed: a bad id never falls back to a default.
+
+    `authenticated` is the agent a transport proved (an HTTP bearer token's owner): the
+    call acts as it, and an `agent_id` or pin naming anyone else is refused.
+    """
+    if authenticated is not None:
+        return _resolve_authenticated(rules, requested, authenticated, pinned)
     if pinned is not None:
         return _resolve_pinned(rules, requested, pinned)
     if requested is not None:
@@ -204,15 +211,23 @@ def resolve_agent(
     return _resolve_fallback(rules, default_agent)
 
 
-def _resolve_pinned(rules: RulesConfig, requested: str | None, pinned: str) -> str:
-    if requested is not None and requested != pinned:
+def _resolve_authenticated(rules: RulesConfig, requested: str | None, authenticated: str, pinned: str | None) -> str:
+    if pinned is not None and pinned != authenticated:
         raise errors.InvalidAgentId(
-            f"This gateway is pinned to agent {quote(pinned)}; agent_id {quote(requested)} is refused"
+            f"The bearer token belongs to agent {quote(authenticated)}; this gateway is pinned to {quote(pinned)}"
         )
-    return _require_defined(
-        rules, pinned, errors.InvalidAgentId,
-        f"This gateway is pinned to agent {quote(pinned)}, which is not defined in the rules",
-    )
+    return _resolve_as(rules, requested, authenticated, f"The bearer token belongs to agent {quote(authenticated)}")
+
+
+def _resolve_pinned(rules: RulesConfig, requested: str | None, pinned: str) -> str:
+    return _resolve_as(rules, requested, pinned, f"This gateway is pinned to agent {quote(pinned)}")
+
+
+def _resolve_as(rules: RulesConfig, requested: str | None, agent: str, said: str) -> str:
+    """The one agent a call must act as (pinned, or proved by a token): any other agent_id is refused."""
+    if requested is not None and requested != agent:
+        raise errors.InvalidAgentId(f"{said}; agent_id {quote(requested)} is refused")
+    return _require_defined(rules, agent, errors.InvalidAgentId, f"{said}, which is not defined in the rules")
 
 
 def _resolve_requested(rules: RulesConfig, requested: object) -> str:

@@ -39,6 +39,7 @@ class RequestContext:
     method: str
     cancelled: threading.Event = field(default_factory=CancelEvent)  # wakes the waits below when set
     by_shutdown: bool = False  # cancelled by the gateway stopping, not by the client
+    caller: Any = None  # who the transport vouches for (an HTTP bearer token's agent); opaque here
     peer: Peer | None = None  # sends notifications and requests of the gateway to the client
 
 
@@ -120,8 +121,8 @@ class _BatchCollector:
                 self._answers.append(response)
             self._pending -= 1
             done = self._pending == 0
-        if done and self._answers:
-            self._send(self._answers)
+        if done:
+            self._send(self._answers)  # empty: nothing to answer (a reply callback hears None)
 
 
 class _AnswerOnce:
@@ -165,13 +166,16 @@ class Endpoint:
         max_workers: int = 8,
         cancel_notification: str | None = None,
         batches_allowed: Callable[[], bool] = lambda: False,
+        pool: ThreadPoolExecutor | None = None,
     ):
         self._methods = methods
         self._notifications = notifications
         self._transport_send = send
         self._cancel_notification = cancel_notification
         self._batches_allowed = batches_allowed
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-worker")
+        # A shared pool (one per HTTP gateway, many endpoints) is its owner's to shut down.
+        self._owns_pool = pool is None
+        self._pool = pool or ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="gateway-worker")
         self._in_flight: dict[tuple[bool, Any], _Pending] = {}
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -182,26 +186,40 @@ class Endpoint:
 
     # --- input -----------------------------------------------------------------------
 
-    def consume(self, message: Any) -> None:
-        if isinstance(message, Unreadable):
-            self._send(_response(message.request_id, error=message.error))
-        elif isinstance(message, list):
-            self._consume_batch(message)
-        else:
-            self._consume_one(message, self._send)
+    def consume(self, message: Any, *, caller: Any = None, reply: Send | None = None) -> None:
+        """Handle one message (or batch). With `reply`, its answer goes there instead of to
+        `send`, exactly once: the answer, or None when there is none (a notification, a
+        response, a request the client cancelled). `caller` reaches handlers as
+        `context.caller`. A request answered on `reply` gets no peer: such a transport has no
+        channel yet for the gateway's own messages to the client (see README, What passes through)."""
+        send, send_batch = self._send, self._send_batch
+        peer = self.peer if reply is None else None
+        if reply is not None:
+            def send(answer: dict | None) -> None:
+                reply(None) if answer is None else self._send(answer, reply)
 
-    def _consume_batch(self, batch: list) -> None:
+            def send_batch(answers: list[dict]) -> None:
+                reply(None) if not answers else self._send_batch(answers, reply)
+        if isinstance(message, Unreadable):
+            send(_response(message.request_id, error=message.error))
+        elif isinstance(message, list):
+            self._consume_batch(message, send, send_batch, caller, peer)
+        else:
+            self._consume_one(message, send, caller, peer)
+
+    def _consume_batch(self, batch: list, send: Respond, send_batch: Callable[[list[dict]], None], caller: Any,
+                       peer: Peer | None) -> None:
         if not batch:
-            self._send(_response(None, error=InvalidRequest("A batch must not be empty")))
+            send(_response(None, error=InvalidRequest("A batch must not be empty")))
             return
         if not self._batches_allowed():
-            self._send(_response(None, error=InvalidRequest("Batches are not supported in this protocol version")))
+            send(_response(None, error=InvalidRequest("Batches are not supported in this protocol version")))
             return
-        collector = _BatchCollector(len(batch), self._send_batch)
+        collector = _BatchCollector(len(batch), send_batch)
         for message in batch:
-            self._consume_one(message, collector.respond)
+            self._consume_one(message, collector.respond, caller, peer)
 
-    def _consume_one(self, message: Any, respond: Respond) -> None:
+    def _consume_one(self, message: Any, respond: Respond, caller: Any = None, peer: Peer | None = None) -> None:
         try:
             envelope = _open_envelope(message)
         except _BadEnvelope as exc:
@@ -216,7 +234,7 @@ class Endpoint:
         elif envelope.method not in self._methods:
             respond(_response(envelope.request_id, error=MethodNotFound(f"Method {envelope.method!r} not found")))
         else:
-            self._start(envelope, respond)
+            self._start(envelope, respond, caller, peer)
 
     def _notify(self, envelope: _Envelope) -> None:
         if envelope.method == self._cancel_notification:
@@ -231,9 +249,9 @@ class Endpoint:
         except Exception:
             logger.exception("Notification handler for %r failed", envelope.method)
 
-    def _start(self, envelope: _Envelope, respond: Respond) -> None:
+    def _start(self, envelope: _Envelope, respond: Respond, caller: Any = None, peer: Peer | None = None) -> None:
         method = self._methods[envelope.method]
-        context = RequestContext(envelope.request_id, envelope.method, peer=self.peer)
+        context = RequestContext(envelope.request_id, envelope.method, caller=caller, peer=peer)
         key = _id_key(envelope.request_id)
         with self._lock:
             # Checked for inline methods too: a ping reusing the id of a running call
@@ -301,23 +319,27 @@ class Endpoint:
 
     # --- output ----------------------------------------------------------------------
 
-    def _send(self, message: dict | None) -> None:
+    def _send(self, message: dict | None, to: Send | None = None) -> None:
         """The output side of the boundary: whatever encoding raises, the id gets an answer."""
         if message is None:
             return
+        to = to or self._transport_send
         try:
-            self._transport_send(message)
+            to(message)
         except Exception:
             logger.exception("Answer to request %r could not be encoded", message.get("id"))
-            self._transport_send(_not_encodable(message))
+            to(_not_encodable(message))
 
-    def _send_batch(self, answers: list[dict]) -> None:
+    def _send_batch(self, answers: list[dict], to: Send | None = None) -> None:
+        if not answers:
+            return
+        to = to or self._transport_send
         try:
-            self._transport_send(answers)
+            to(answers)
         except Exception:
             # Rare (batches exist in one protocol version): find the answers that fail.
             logger.exception("A batch answer could not be encoded")
-            self._transport_send([answer if _encodable(answer) else _not_encodable(answer) for answer in answers])
+            to([answer if _encodable(answer) else _not_encodable(answer) for answer in answers])
 
     # --- shutdown --------------------------------------------------------------------
 
@@ -355,7 +377,8 @@ class Endpoint:
                                          name="gateway-shutdown-answers", daemon=True)
             answering.start()
             answering.join(cancel_wait_s)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._owns_pool:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     @staticmethod
     def _answer_shutting_down(left: list[_Pending]) -> None:

@@ -42,6 +42,7 @@ from .errors import (
 from .framing import encode
 from .jsonfile import quote
 from .model import ServerSpec, Snapshot
+from .ratelimit import RateLimiter
 from .relay import DEFAULT_MAX_TIMEOUT_MS, CallClock, CallRelay, ClientLink
 from .sendable import has_lone_surrogate, unsendable
 
@@ -144,7 +145,8 @@ class ToolSettings:
 class GatewayTools:
     def __init__(self, store: ConfigStore, downstream: DownstreamCalls, catalog: ToolCatalog, slots: ServerSlots,
                  audit: AuditSink, metrics: Metrics, settings: ToolSettings,
-                 status_extra: Callable[[], dict[str, Any]] = dict, pin_store: pins.PinStore | None = None):
+                 status_extra: Callable[[], dict[str, Any]] = dict, pin_store: pins.PinStore | None = None,
+                 limiter: RateLimiter | None = None):
         self._pins = pin_store  # None: no pinning
         self._store = store
         self._downstream = downstream
@@ -154,6 +156,7 @@ class GatewayTools:
         self._metrics = metrics
         self._settings = settings
         self._status_extra = status_extra
+        self._limiter = limiter if limiter is not None else RateLimiter()
         self._handlers = {
             "list_servers": self._list_servers,
             "get_server_tools": self._get_server_tools,
@@ -175,7 +178,8 @@ class GatewayTools:
         return self._definitions
 
     def call(self, name: str, arguments: dict[str, Any], cancel: threading.Event,
-             client: ClientLink | None = None) -> dict[str, Any]:
+             caller: str | None = None, client: ClientLink | None = None) -> dict[str, Any]:
+        """Run one gateway tool; `caller` is the agent the transport authenticated, if any."""
         handler = self._handlers.get(name)
         if handler is None:
             raise InvalidParams(f"Unknown tool {quote(name)}")
@@ -186,7 +190,9 @@ class GatewayTools:
             record.agent = policy.resolve_agent(
                 snapshot.rules, arguments.get("agent_id"),
                 default_agent=self._settings.default_agent, pinned=self._settings.pinned_agent,
+                authenticated=caller,
             )
+            self._limiter.take(record.agent, snapshot.rules.agents[record.agent].rate_limit)
             if name in ("execute_tool", "get_server_tools"):
                 return self._within_limit(name, handler(snapshot, record, arguments, cancel, client))
             return self._within_limit(name, handler(snapshot, record, arguments, cancel))
@@ -211,7 +217,8 @@ class GatewayTools:
         fields = record.audit_fields()
         self._audit.record("tool_call", **fields)
         failed = record.outcome not in (OUTCOME_OK, OUTCOME_TOOL_ERROR)
-        self._metrics.observe(record.agent or "(unresolved)", record.tool, fields["duration_ms"], failed)
+        self._metrics.observe(record.agent or "(unresolved)", record.tool, fields["duration_ms"], failed,
+                              outcome=record.outcome)
 
     def _check_arguments(self, name: str, arguments: dict[str, Any]) -> None:
         problems = self._checkers[name].problems(arguments)

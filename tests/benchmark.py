@@ -460,6 +460,22 @@ def context_saving(bench: Bench) -> list[Row]:
     return [Row(what, value, against, ratio) for what, value, against, ratio in rows(found)]
 
 
+def http_mode(bench: Bench) -> list[Row]:
+    """Issue 11's rows: HTTP mode under 100 concurrent clients, kept-alive calls, idle RSS."""
+    from benchmark_http import CLIENTS, GOAL_P95_MS, GOAL_RATIO, GOAL_RSS_MIB, measure_http
+
+    found = measure_http(bench.rounds, bench.dir)
+    return [
+        Row(f"12. HTTP: {CLIENTS} concurrent clients, initialize + list_servers + cached get_server_tools: "
+            "p95 of the two calls", f"{found['p95_ms']:.1f} ms",
+            f"{found['clients_ok']}/{CLIENTS} clients succeeded; median {found['p50_ms']:.1f} ms", "",
+            f"all succeed, p95 < {GOAL_P95_MS:g} ms"),
+        Row("12. HTTP: execute_tool on a kept-alive server vs the same call over stdio",
+            f"{found['http_kept_ms']:.1f} ms", f"{found['stdio_kept_ms']:.1f} ms (stdio)",
+            f"{found['http_kept_ms'] / found['stdio_kept_ms']:.2f}", f"≤ {GOAL_RATIO}"),
+        Row("12. HTTP: idle RSS of HTTP mode vs stdio mode (SDK loaded in both)", f"{found['rss_http_mib']:.1f} MiB",
+            f"{found['rss_stdio_mib']:.1f} MiB (stdio)", f"{found['rss_http_mib'] - found['rss_stdio_mib']:+.1f} MiB",
+            f"within {GOAL_RSS_MIB:g} MiB"),
 def spares(bench: Bench) -> list[Row]:
     """Issue 14's rows: a per-call Python SDK stdio server with a warm spare session."""
     from benchmark_spares import measure_spares
@@ -496,6 +512,7 @@ MEASUREMENTS: list[Callable[[Bench], list[Row]]] = [
     kept_alive,
     context_saving,
     spares,
+    http_mode,
 ]
 
 

@@ -72,7 +72,7 @@ BROKEN = [
                  1, id="a wildcard server key under tools"),
     pytest.param(None, '{"agents": {"dev": {\n"alow": {}}}}',
                  ["error: {rules}:2: $.agents.dev.alow: unknown key 'alow': allowed keys here are "
-                  "'allow', 'deny' (did you mean 'allow'?)"],
+                  "'allow', 'deny', 'rate_limit', 'token_sha256' (did you mean 'allow'?)"],
                  1, id="a misspelt key"),
     pytest.param(None, "", ["error: {rules}: $: file is empty: it must contain a JSON object"],
                  1, id="an empty rules file"),

@@ -394,7 +394,7 @@ BROKEN_RULES = [
                  "$.agents.x.deny.tools['']", 1, "tools key '' is not allowed",
                  id="an empty server key under tools"),
     pytest.param('{"agents": {"x": {\n"alow": {"servers": ["*"]}}}}', "$.agents.x.alow", 2,
-                 "unknown key 'alow': allowed keys here are 'allow', 'deny' (did you mean 'allow'?)",
+                 "unknown key 'alow': allowed keys here are 'allow', 'deny', 'rate_limit', 'token_sha256' (did you mean 'allow'?)",
                  id="a misspelt allow"),
     pytest.param('{"agents": {"x": {"allow": {"server": ["*"]}}}}',
                  "$.agents.x.allow.server", 1, "did you mean 'servers'?",

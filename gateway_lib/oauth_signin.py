@@ -14,8 +14,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hmac
-import html
-import http.server
 import logging
 import subprocess
 import sys
@@ -30,7 +28,6 @@ logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 CALLBACK_PATH = "/callback"
 _POLL_S = 0.1  # how often the listener's thread looks at its stop event
-_REQUEST_TIMEOUT_S = 5.0  # a browser connection that sends nothing is dropped after this
 NO_BROWSER_EXIT = 3  # the helper's exit status when webbrowser found no browser
 
 _OPEN_SCRIPT = (
@@ -70,8 +67,11 @@ class CallbackListener:
         self._timeout_s = timeout_s
         self.result: concurrent.futures.Future[Callback] = concurrent.futures.Future()
         self._stop = threading.Event()
+        # Imported here: http.server costs ~20 ms, and stdio start-up must not pay for it.
+        from .oauth_callback_server import CallbackHandler, CallbackServer
+
         try:
-            self._server = _Server((LOOPBACK, port), _Handler)
+            self._server = CallbackServer((LOOPBACK, port), CallbackHandler)
         except OSError as exc:
             raise SignInFailed(f"the callback port {port} on {LOOPBACK} is not free ({exc.strerror})") from None
         self._server.listener = self
@@ -115,7 +115,7 @@ class CallbackListener:
         finally:
             self._server.server_close()
 
-    def _accept(self, query: dict[str, list[str]]) -> bool:
+    def accept(self, query: dict[str, list[str]]) -> bool:
         """Whether this request is the one awaited; settles the result when it is."""
         state = (query.get("state") or [""])[0]
         if not state or not hmac.compare_digest(state.encode(), self._state.encode()):
@@ -123,46 +123,6 @@ class CallbackListener:
         first = lambda name: (query.get(name) or [None])[0]  # noqa: E731
         _settle(self.result, Callback(code=first("code"), state=state, iss=first("iss"), error=first("error")))
         return True
-
-
-class _Server(http.server.HTTPServer):
-    listener: CallbackListener
-
-    def handle_error(self, request, client_address) -> None:  # noqa: ANN001
-        logger.debug("A browser connection to the OAuth callback failed")
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    timeout = _REQUEST_TIMEOUT_S
-    server: _Server
-
-    def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-        parts = urlsplit(self.path)
-        if parts.path != CALLBACK_PATH:
-            self._answer(404, "Not found", "This address is only for signing in.")
-            return
-        query = parse_qs(parts.query)
-        if not self.server.listener._accept(query):
-            self._answer(400, "Wrong sign-in", "This sign-in link is not the one the gateway is waiting for.")
-            return
-        if (query.get("error") or [None])[0]:
-            self._answer(200, "Sign-in refused", "The authorization server refused the sign-in. You can close this tab.")
-        else:
-            self._answer(200, "Signed in", "The gateway is signed in. You can close this tab.")
-
-    def _answer(self, status: int, title: str, text: str) -> None:
-        body = (f"<!doctype html><title>{html.escape(title)}</title>"
-                f"<p>{html.escape(text)}</p>").encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass  # the request line carries the authorization code
 
 
 def open_browser(url: str, on_no_browser: Callable[[], None] | None = None) -> None:

@@ -202,7 +202,8 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     from .downstream import Downstream
     from .downstream.spares import DEFAULT_IDLE_S, EAGER, STRATEGIES, SpareSettings
     from .errors import ConfigError
-    from .framing import DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdin, claim_stdout
+    from .framing import (DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdin, claim_stdout,
+                          peer_hung_up)
     from .lifecycle import ThreadDeaths, exit_now_if_stuck
     from .methods import McpProtocol
     from .metrics import Metrics
@@ -285,16 +286,19 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
         return _serve_http(http, signals, store=store, tools=tools, metrics=metrics, reloader=reloader,
                            downstream=downstream, background=background, audit=audit)
 
-    wire = claim_stdout()
+    stop = signals.stop
+    wire, stdin = claim_stdout(), claim_stdin()
+    # Past its backlog the writer makes writers wait, but not once stdin has hung up (the
+    # reader must go on to its EOF) or the gateway is stopping.
+    writer = MessageWriter(wire, may_exceed=lambda: stop.is_set() or peer_hung_up(stdin))
     protocol = McpProtocol(tools, on_initialized=background.start)
     endpoint = Endpoint(
-        protocol.methods(), protocol.notifications(), MessageWriter(wire).write,
+        protocol.methods(), protocol.notifications(), writer.write,
         max_workers=serve.max_workers,
         cancel_notification="notifications/cancelled",
         batches_allowed=protocol.batches_allowed,
     )
-    reader = MessageReader(claim_stdin(), serve.max_line_bytes)
-    stop = signals.stop
+    reader = MessageReader(stdin, serve.max_line_bytes)
 
     def read_until_eof() -> None:
         try:
@@ -318,7 +322,8 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     background.join(_left(deadline))
     downstream.shutdown(_left(deadline))
     audit.close()
-    exit_now_if_stuck(0, endpoint.wait_workers_idle)  # a worker blocked on a client that stopped reading
+    delivered = writer.close(_left(deadline))  # a client that stopped reading gets what fits in the bound
+    exit_now_if_stuck(0, endpoint.wait_workers_idle, [] if delivered else ["the writer delivering answers"])
     return 0
 
 

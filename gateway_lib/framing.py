@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -20,6 +22,9 @@ from .errors import InvalidRequest, ParseError, RpcError
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_LINE_BYTES = 4 * 1024 * 1024
+# Unwritten answers past which writers wait: several full-size answers, yet a bound on memory.
+DEFAULT_MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+_BACKLOG_RECHECK_S = 0.2
 _DISCARD_CHUNK = 64 * 1024
 _BOM = "\ufeff"
 
@@ -132,27 +137,97 @@ def encode(message: Any) -> bytes:
 
 
 class MessageWriter:
-    """The only writer of the wire, and the only encoder: one lock, whole lines, flushed at once."""
+    """The only writer of the wire, and the only encoder: whole lines, in order, on a thread of its own.
 
-    def __init__(self, stream: BinaryIO):
+    `write` encodes on the caller's thread (a value that cannot be sent raises there) and
+    queues the line; the writer's thread writes it. So the reader thread, which writes
+    answers of its own (ping, errors for bad lines), never blocks on a client that stopped
+    reading stdout, and still sees stdin's EOF. Only past `max_backlog_bytes` of unwritten
+    lines does `write` wait for room (backpressure), and then only until `may_exceed()`
+    says waiting is pointless (the client closed stdin, or the gateway is stopping) or
+    the writer is closed.
+    """
+
+    def __init__(self, stream: BinaryIO, max_backlog_bytes: int = DEFAULT_MAX_BACKLOG_BYTES,
+                 may_exceed: Callable[[], bool] = lambda: False):
         self._stream = stream
-        self._lock = threading.Lock()
+        self._max_backlog = max_backlog_bytes
+        self._may_exceed = may_exceed
+        self._changed = threading.Condition()
+        self._lines: deque[bytes] = deque()
+        self._backlog = 0  # bytes queued or being written
         self._closed = False
+        self._lost = False  # the client went away: some lines were never delivered
+        threading.Thread(target=self._deliver, name="gateway-writer", daemon=True).start()
 
     def write(self, message: Any) -> None:
-        """Encode `message` and write it as one line; raises, writing nothing, if it cannot
+        """Encode `message` and queue it as one line; raises, queueing nothing, if it cannot
         be encoded. A client that went away is not an error (the line is dropped)."""
         line = encode(message)
-        with self._lock:
+        with self._changed:
+            while self._backlog and self._backlog + len(line) > self._max_backlog and not self._closed:
+                if self._may_exceed():
+                    break
+                self._changed.wait(_BACKLOG_RECHECK_S)  # woken as lines go out; rechecks may_exceed
             if self._closed:
                 return
+            self._lines.append(line)
+            self._backlog += len(line)
+            self._changed.notify_all()
+
+    def close(self, timeout: float) -> bool:
+        """Wait up to `timeout` for the queued lines to be written, then drop whatever is
+        left; True if everything was delivered. Later writes are dropped."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._backlog == 0 or self._closed, timeout)
+            stuck = self._backlog > 0
+            self._closed = True
+            self._changed.notify_all()
+        if stuck:
+            logger.warning("The client is not reading its answers; giving up on the rest")
+        return not stuck and not self._lost
+
+    def _deliver(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._lines or self._closed)
+                if not self._lines:
+                    return
+                line = self._lines.popleft()
             try:
                 self._stream.write(line)
                 self._stream.flush()
             except (BrokenPipeError, ValueError, OSError):
-                # The client went away; nothing more can be delivered.
-                self._closed = True
-                logger.warning("Client closed the output stream; dropping further responses")
+                self._gone()
+                return
+            with self._changed:
+                self._backlog -= len(line)
+                self._changed.notify_all()
+
+    def _gone(self) -> None:
+        # The client went away; nothing more can be delivered.
+        with self._changed:
+            self._closed = self._lost = True
+            self._lines.clear()
+            self._backlog = 0
+            self._changed.notify_all()
+        logger.warning("Client closed the output stream; dropping further responses")
+
+
+def peer_hung_up(stream: BinaryIO) -> bool:
+    """Whether the other end of `stream` (a pipe, socket or terminal) has closed; never blocks.
+
+    Only POLLHUP (and a socket's read-side shutdown) count: unread data does not, nor does
+    a regular file, whose end is found by reading it.
+    """
+    if not hasattr(select, "poll"):
+        return False
+    poller = select.poll()
+    poller.register(stream.fileno(), select.POLLHUP | getattr(select, "POLLRDHUP", 0))
+    try:
+        return bool(poller.poll(0))
+    except OSError:
+        return False
 
 
 def claim_stdout() -> BinaryIO:

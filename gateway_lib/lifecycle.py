@@ -6,8 +6,9 @@
 The handlers are installed before anything else is done, so an early signal never meets a
 default action (SIGHUP's and SIGQUIT's would end the process). A thread that dies of an
 uncaught exception is logged in one line and listed in status. And once shutdown has had
-its bounded time, a thread still stuck (a worker blocked writing to a client that stopped
-reading) does not keep the process alive: the interpreter would join it forever.
+its bounded time, a thread still stuck (the writer, blocked on a client that stopped
+reading, or a worker waiting for room behind it) does not keep the process alive: the
+interpreter would join it forever.
 """
 
 from __future__ import annotations
@@ -109,16 +110,20 @@ def stuck_threads() -> list[str]:
             if thread is not current and not thread.daemon and thread.is_alive()]
 
 
-def exit_now_if_stuck(code: int, workers_idle: Callable[[float], bool], settle_s: float = 0.5) -> None:
+def exit_now_if_stuck(code: int, workers_idle: Callable[[float], bool], stuck: list[str] | None = None,
+                      settle_s: float = 0.5) -> None:
     """Leave at once, with `code`, if work is still stuck after `settle_s`; else return and
     let the interpreter exit normally.
 
     Called after shutdown has done all it can within its bounds: what is left can only
     hang the interpreter's own exit, which joins every pool worker and non-daemon thread.
-    `workers_idle(timeout)` says whether the pool's workers are done.
+    `workers_idle(timeout)` says whether the pool's workers are done; `stuck` names what
+    the caller already knows is stuck (a daemon thread blocked on the wire, say).
     """
     deadline = time.monotonic() + settle_s
-    stuck = [] if workers_idle(settle_s) else ["a worker delivering an answer"]
+    stuck = list(stuck or [])
+    if not workers_idle(settle_s):
+        stuck.append("a worker delivering an answer")
     current = threading.current_thread()
     for thread in threading.enumerate():
         if thread is not current and not thread.daemon:

@@ -389,7 +389,7 @@ class Endpoint:
     def wait_workers_idle(self, timeout: float) -> bool:
         """True once no worker is running or answering a request (False after `timeout`).
 
-        A worker can stay busy past shutdown only when blocked on the wire itself.
+        A worker can stay busy past shutdown only when waiting for room on the wire.
         """
         with self._idle:
             return self._idle.wait_for(lambda: self._busy_workers == 0, timeout)

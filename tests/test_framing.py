@@ -2,6 +2,8 @@
 
 import io
 import json
+import os
+import threading
 
 import pytest
 
@@ -111,11 +113,55 @@ def test_writer_survives_a_closed_client_and_stops_writing_to_it():
     writer = MessageWriter(Closed())
     writer.write({})
     writer.write({})  # no exception the second time either, and no second attempt
+    assert not writer.close(5)
     assert Closed.attempts == 1
+
+
+def test_writer_delivers_every_queued_line_in_order_before_close_returns():
+    stream = io.BytesIO()
+    writer = MessageWriter(stream)
+    for n in range(100):
+        writer.write({"n": n})
+    assert writer.close(5)
+    assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == list(range(100))
+    writer.write({"late": True})  # dropped: the writer is closed
+    assert b"late" not in stream.getvalue()
+
+
+def test_a_writer_to_a_client_that_stopped_reading_queues_without_blocking_up_to_its_backlog():
+    read_end, write_end = os.pipe()
+    stuck = os.fdopen(write_end, "wb", buffering=0)
+    waiting_is_pointless = threading.Event()
+    writer = MessageWriter(stuck, max_backlog_bytes=256 * 1024, may_exceed=waiting_is_pointless.is_set)
+    line = {"x": "y" * 1000}
+
+    def writing(count: int) -> threading.Event:
+        done = threading.Event()
+
+        def write_all() -> None:
+            for _ in range(count):
+                writer.write(line)
+            done.set()
+
+        threading.Thread(target=write_all, daemon=True).start()
+        return done
+
+    try:
+        assert writing(200).wait(10)  # 200 KB: more than the pipe holds, less than the backlog
+        past = writing(200)
+        assert not past.wait(0.5)  # past the backlog a writer waits for room ...
+        waiting_is_pointless.set()
+        assert past.wait(10)  # ... until may_exceed() says waiting is pointless
+        assert not writer.close(0.2)  # nobody reads: closing gives up at its bound
+    finally:
+        os.close(read_end)  # the writer's thread, blocked on the pipe, fails and ends
+        stuck.close()
 
 
 def test_writer_raises_on_a_value_it_cannot_encode_and_writes_nothing():
     stream = io.BytesIO()
+    writer = MessageWriter(stream)
     with pytest.raises(ValueError):
-        MessageWriter(stream).write({"x": float("nan")})
+        writer.write({"x": float("nan")})
+    assert writer.close(5)
     assert stream.getvalue() == b""

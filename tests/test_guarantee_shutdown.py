@@ -12,8 +12,10 @@ from __future__ import annotations
 import fcntl
 import json
 import signal
+import struct
 import subprocess
 import sys
+import termios
 
 import pytest
 
@@ -198,3 +200,33 @@ def test_a_client_that_stops_reading_stdout_does_not_keep_the_gateway_alive(conf
         for stream in (process.stdin, process.stdout):
             stream.close()
     assert harness.wait_no_tagged(tag) == []
+
+
+def test_stdin_eof_ends_the_gateway_while_its_reader_is_blocked_answering_a_client_that_stopped_reading(config_dir):
+    config_dir.write({}, RULES)
+    argv = [sys.executable, *harness.gateway_argv(config_dir.mcp_config, config_dir.rules)]
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               env=harness.gateway_env())
+    try:
+        pipe_bytes = fcntl.fcntl(process.stdout.fileno(), fcntl.F_SETPIPE_SZ, 4096)
+        pings = b"".join(json.dumps({"jsonrpc": "2.0", "id": n, "method": "ping"}).encode() + b"\n"
+                         for n in range(1000))
+        # Every ping fits in stdin's pipe, so the client never waits; their answers (pings are
+        # answered by the reader itself) are ten times what fits in stdout's.
+        assert len(pings) < fcntl.fcntl(process.stdin.fileno(), fcntl.F_GETPIPE_SZ) and 1000 * 36 > 8 * pipe_bytes
+        process.stdin.write(pings)
+        process.stdin.flush()
+        # stdout is full (no room for one more answer) before stdin closes.
+        assert harness.wait_until(lambda: unread_bytes(process.stdout) > pipe_bytes - 64, timeout=60)
+        process.stdin.close()
+        assert process.wait(EXIT_WITHIN_S) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(5)
+        for stream in (process.stdin, process.stdout):
+            stream.close()
+
+
+def unread_bytes(stream) -> int:
+    return struct.unpack("i", fcntl.ioctl(stream.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]

@@ -157,7 +157,6 @@ class MessageWriter:
         self._lines: deque[bytes] = deque()
         self._backlog = 0  # bytes queued or being written
         self._closed = False
-        self._lost = False  # the client went away: some lines were never delivered
         threading.Thread(target=self._deliver, name="gateway-writer", daemon=True).start()
 
     def write(self, message: Any) -> None:
@@ -177,7 +176,8 @@ class MessageWriter:
 
     def close(self, timeout: float) -> bool:
         """Wait up to `timeout` for the queued lines to be written, then drop whatever is
-        left; True if everything was delivered. Later writes are dropped."""
+        left; False if lines were still waiting (the writer's thread may be blocked on the
+        client for good). Later writes are dropped."""
         with self._changed:
             self._changed.wait_for(lambda: self._backlog == 0 or self._closed, timeout)
             stuck = self._backlog > 0
@@ -185,7 +185,7 @@ class MessageWriter:
             self._changed.notify_all()
         if stuck:
             logger.warning("The client is not reading its answers; giving up on the rest")
-        return not stuck and not self._lost
+        return not stuck
 
     def _deliver(self) -> None:
         while True:
@@ -207,7 +207,7 @@ class MessageWriter:
     def _gone(self) -> None:
         # The client went away; nothing more can be delivered.
         with self._changed:
-            self._closed = self._lost = True
+            self._closed = True
             self._lines.clear()
             self._backlog = 0
             self._changed.notify_all()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import select
 import sys
 import threading
@@ -85,6 +86,33 @@ def _recover_id(text: str) -> Any:
         return None
     request_id = value.get("id") if isinstance(value, dict) else None
     return request_id if valid_request_id(request_id) else None
+
+
+# A JSON string (escapes included) or a bracket: enough to follow nesting without a parser.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+_COLON = re.compile(r"\s*:\s*")
+
+
+def top_level_id(text: str) -> Any:
+    """The `id` member of the object on a line that no parser takes (nested too deep, say),
+    found without parsing what it holds; None when there is no valid id at its top level.
+
+    A scan, not a recursive descent, so no depth of nesting can stop it.
+    """
+    depth = 0
+    for token in _STRING_OR_BRACKET.finditer(text):
+        first = token.group()[0]
+        if first in "{[":
+            depth += 1
+        elif first in "}]":
+            depth -= 1
+        elif depth == 1 and token.group() == '"id"' and (colon := _COLON.match(text, token.end())):
+            try:
+                value, _ = json.JSONDecoder().raw_decode(text, colon.end())
+            except (ValueError, RecursionError):
+                return None
+            return value if valid_request_id(value) else None
+    return None
 
 
 def _short_reason(exc: ValueError) -> str:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from gateway_lib.errors import INVALID_REQUEST, PARSE_ERROR
-from gateway_lib.framing import MessageReader, MessageWriter, Unreadable, decode_line, encode
+from gateway_lib.framing import MessageReader, MessageWriter, Unreadable, decode_line, encode, top_level_id
 
 
 def read_all(data: bytes, max_line_bytes: int = 1024) -> list:
@@ -165,3 +165,20 @@ def test_writer_raises_on_a_value_it_cannot_encode_and_writes_nothing():
         writer.write({"x": float("nan")})
     assert writer.close(5)
     assert stream.getvalue() == b""
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("line, expected", [
+    ('{"jsonrpc":"2.0","id":7,"result":{"v":' + DEEP + "}}", 7),
+    ('{"jsonrpc":"2.0","result":{"v":' + DEEP + ',"id":3},"id" : "a\\"b"}', 'a"b'),  # after, escaped
+    ('{"id":"\\ud800","result":{}}', "\ud800"),
+    ('{"x":"id","result":{"id":1}}', None),  # "id" as a value, and one nested: neither is the top's
+    ('{"s":"\\"id\\":5","id":9}', 9),  # "id" inside a string
+    ('{"id":true,"result":{}}', None),  # not a valid id
+    ('{"id":[' + DEEP + '],"result":{}}', None),
+], ids=["deep result", "id last, escaped", "lone surrogate", "nested and as a value only", "in a string",
+        "bool", "deep id"])
+def test_the_top_level_id_of_a_line_no_parser_takes_is_found_without_parsing_it(line, expected):
+    assert top_level_id(line) == expected

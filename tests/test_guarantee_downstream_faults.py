@@ -201,6 +201,67 @@ def test_an_answer_the_sdk_cannot_parse_is_a_downstream_error_not_a_timeout(gate
     assert_still_serves(gw)
     assert_nothing_left(gw)
 
+@pytest.fixture
+def kept_with_a_call_held(config_dir, tag):
+    """A gateway whose server "s" runs on a kept-alive session, with `held` in flight on it
+    (the server has it and keeps its answer back) and `counter` called once before."""
+    log = config_dir.path("server.log")
+    config_dir.write({"s": harness.fault_server(tag, "--fault-tools", log=log, session="keep-alive")}, RULES)
+    raw = config_dir.raw_gateway()
+    raw.initialize()
+    assert answer_text(raw.request("tools/call", call("s", "counter"), timeout=60)) == "1"
+    raw.send(harness.execute_message("held", "s", "held", {}, timeout_ms=SLOW_FAULT_MS))
+    assert harness.wait_until(lambda: harness.count_events(log, "call", tool="held") == 1, timeout=30)
+    yield raw
+    assert raw.close() == 0
+
+
+def call(server: str, tool: str, args=None) -> dict:
+    return {"name": "execute_tool", "arguments": {"agent_id": "dev", "server": server, "tool": tool,
+                                                 "args": args or {}, "timeout_ms": SLOW_FAULT_MS}}
+
+
+def answer_text(response: dict) -> str:
+    assert not response["result"]["isError"], response
+    return response["result"]["content"][0]["text"]
+
+
+def answers(raw: harness.RawGateway, *request_ids: str) -> dict[str, dict]:
+    """The responses to `request_ids`, in whatever order they come (those read already included)."""
+    found = {m["id"]: m for m in raw.other_messages if m.get("id") in request_ids}
+    while len(found) < len(request_ids):
+        message = raw.read_message(timeout=SLOW_FAULT_MS / 1000 + 30)
+        if message.get("id") in request_ids:
+            found[message["id"]] = message
+    return found
+
+
+@pytest.mark.parametrize("kind", ["deep", "surrogate"], ids=["nested 5000 deep", "holding a lone surrogate"])
+def test_an_unreadable_answer_on_a_kept_session_fails_only_its_own_call_and_the_session_serves_on(
+        kept_with_a_call_held, kind):
+    raw = kept_with_a_call_held
+    raw.send(harness.execute_message("bad", "s", "unreadable", {"kind": kind}, timeout_ms=SLOW_FAULT_MS))
+    error = harness.raw_error_of(answers(raw, "bad")["bad"])  # not TIMEOUT: the deadline is long
+    assert error["code"] == DOWNSTREAM_ERROR and "cannot be read" in error["message"]
+    # Matched by the id on the unreadable line: the held call was not failed with it.
+    raw.send(harness.execute_message("release", "s", "release", {}, timeout_ms=SLOW_FAULT_MS))
+    released = answers(raw, "held", "release")
+    assert answer_text(released["held"]) == "released" and answer_text(released["release"]) == "released 1"
+    assert answer_text(raw.request("tools/call", call("s", "counter"), timeout=60)) == "2"  # the same session
+
+
+def test_an_unreadable_answer_matching_no_call_fails_every_call_on_its_kept_session_and_a_fresh_one_serves_on(
+        kept_with_a_call_held):
+    raw = kept_with_a_call_held
+    raw.send(harness.execute_message("bad", "s", "unreadable", {"kind": "deep", "hide_id": True},
+                                     timeout_ms=SLOW_FAULT_MS))
+    failed = answers(raw, "bad", "held")  # both before their (long) deadlines
+    for request_id in ("bad", "held"):
+        error = harness.raw_error_of(failed[request_id])
+        assert error["code"] == DOWNSTREAM_ERROR and "cannot be read" in error["message"], request_id
+    assert answer_text(raw.request("tools/call", call("s", "counter"), timeout=60)) == "1"  # a fresh session
+
+
 def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_before_the_deadline(gateway_for, tag):
     gw = gateway_for({"s": harness.fault_server(tag, "--mode", "close-stdout")})
     result, took = execute(gw, "s", timeout_ms=1500)

@@ -438,21 +438,27 @@ class KeptSession(loop.LoopProcesses):
             self.record_processes()
 
     def _unreadable(self, reason: str) -> None:
-        """In the loop: an answer the SDK cannot parse arrived. It belongs to a call only
-        if just one is in flight (the line's id cannot be matched to a call's); with more,
-        they keep waiting until their deadlines."""
+        """In the loop: an answer the SDK cannot parse arrived and its id cannot be read
+        (when it can, `sdk.open_session` fails the call it answered). With one call in
+        flight it was that one's. With several, it cannot be told which one's it was: each
+        fails now rather than at its deadline, and the session closes, its state in doubt."""
         if self.phase == STARTING:
             self._settle_ready(unreadable(self, reason))
             self._mark_closing("its answer to initialize cannot be read", on_purpose=False)
             self._begin_close()
             return
-        if len(self._tasks) != 1:
-            log.warning("Server %r sent an answer that cannot be read (%s) with %s calls in flight",
-                        self.spec.name, reason, len(self._tasks))
+        if not self._tasks:
+            log.warning("Server %r sent an answer that cannot be read (%s) with no call in flight", self.spec.name, reason)
             return
-        [(task, method)] = self._tasks.items()
-        self._failed[task] = unreadable(_Attempt(self.spec, method, READY, self.exit_status), reason)
-        task.cancel()
+        if len(self._tasks) > 1:
+            reason += f"; it cannot be told which of the {len(self._tasks)} calls in flight it answered, so each fails"
+        for task, method in self._tasks.items():
+            self._failed[task] = unreadable(_Attempt(self.spec, method, READY, self.exit_status), reason)
+            task.cancel()
+        if len(self._tasks) > 1:
+            self._mark_closing("an answer it sent cannot be read or matched to its call", on_purpose=False)
+            self._registry.discard(self)
+            self._begin_close()
 
     def _begin_close(self) -> None:
         """In the loop: stop waiting, or stop opening."""

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TextIO
 
 from ..errors import DownstreamError, ServerUnavailable
+from ..framing import top_level_id
 from ..model import CLIENT_CREDENTIALS, HTTP, SSE, STDIO, ServerSpec
 from . import loop
 from .oauth import SessionAuth
@@ -46,6 +47,7 @@ HTTP_STATUS = "http-status"  # an HTTP endpoint answered with an error status
 HTTP_FAILED = "http-failed"  # the HTTP connection itself failed
 INVALID = "invalid"  # a message that does not match the protocol's models
 OAUTH = "oauth"  # the OAuth flow failed (discovery, registration, sign-in, token request)
+UNREADABLE = "unreadable"  # an answer the SDK cannot parse (nested too deep, a lone surrogate)
 
 
 @dataclass(frozen=True)
@@ -90,17 +92,20 @@ async def open_session(
     `before_close()` runs as the stack unwinds, just before the transport closes (so while
     a stdio server still runs, unless it died on its own), however the session ends.
 
-    `on_unreadable(reason)` is called (in the loop) when the server sends an answer the
-    SDK cannot parse (nested too deep, a lone surrogate): the SDK drops such a line, so
-    the request it answered would otherwise wait until its deadline.
+    An answer the SDK cannot parse (nested too deep, a lone surrogate) is dropped by the
+    SDK, so the request it answered would wait until its deadline: instead that request
+    fails at once (classified UNREADABLE), found by the id on the line. Only when the id
+    cannot be read is `on_unreadable(reason)` called (in the loop), to decide for itself.
 
     `auth` (OAuth for an http/sse server) becomes the SDK's auth provider on the transport.
     """
     from mcp import ClientSession
 
     async def on_message(message: Any) -> None:
-        if isinstance(message, Exception) and (reason := _unreadable_answer(message)) is not None:
-            on_unreadable(reason)
+        if isinstance(message, Exception) and (unread := _unreadable_answer(message)) is not None:
+            line, reason = unread
+            if not _fail_the_request_answered(session, line, reason):
+                on_unreadable(reason)
 
     router = RelayRouter() if shared else RelayRouter(relay)
     read, write = await _open_transport(spec, errlog, stack, auth)
@@ -111,8 +116,9 @@ async def open_session(
     return session
 
 
-def _unreadable_answer(exc: Exception) -> str | None:
-    """Why a line the SDK could not parse was an answer to a request; None for other garbage.
+def _unreadable_answer(exc: Exception) -> tuple[str, str] | None:
+    """The line the SDK could not parse and why, if it was an answer to a request; None for
+    other garbage.
 
     Banners and log lines on stdout are skipped, as the SDK skips them; a line shaped like a
     JSON-RPC response (an object with an id and a result or an error) answered something.
@@ -127,7 +133,30 @@ def _unreadable_answer(exc: Exception) -> str | None:
         return None
     if '"result"' not in line and '"error"' not in line:
         return None
-    return str(first.get("msg") or "it is not valid JSON")
+    return line, str(first.get("msg") or "it is not valid JSON")
+
+
+class _UnreadableMark:
+    """Marks the error a request is failed with when its answer cannot be read: a server
+    can send any code and message, but not this object."""
+
+
+_UNREADABLE = _UnreadableMark()
+
+
+def _fail_the_request_answered(session: Any, line: str, reason: str) -> bool:
+    """Hand the request that `line` answers an error saying why it cannot be read, as the
+    SDK's dispatcher would hand it the answer; False when the line's id cannot be read (or
+    this SDK has no such dispatcher). An id no request waits for is dropped, as the SDK
+    drops a late answer."""
+    from mcp_types import INTERNAL_ERROR, ErrorData
+
+    request_id = top_level_id(line)
+    resolve = getattr(getattr(session, "_dispatcher", None), "_resolve_pending", None)
+    if request_id is None or resolve is None:
+        return False
+    resolve(request_id, ErrorData(code=INTERNAL_ERROR, message=reason, data=_UNREADABLE))
+    return True
 
 
 async def _headers(spec: ServerSpec) -> dict[str, str]:
@@ -484,6 +513,8 @@ def classify(exc: BaseException, transport: str) -> Failure | None:
     from mcp.shared.exceptions import MCPError
     from pydantic import ValidationError
 
+    if isinstance(exc, MCPError) and exc.data is _UNREADABLE:
+        return Failure(UNREADABLE, exc.message)
     if isinstance(exc, MCPError) and _closed(exc, transport):
         detail = "" if exc.message == _SDK_CLOSED_MESSAGE else exc.message
         return Failure(CLOSED, detail)

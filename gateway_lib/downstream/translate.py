@@ -65,6 +65,8 @@ def translate(attempt: Attempt, exc: BaseException) -> BaseException:
     refused = getattr(getattr(attempt, "auth", None), "refused_status", None)
     if kind == sdk.RPC_ERROR and starting and refused == 401:  # the SDK's stand-in for an HTTP 401
         return _unauthorized(attempt, "HTTP 401")
+    if kind == sdk.UNREADABLE:
+        return unreadable(attempt, failure.detail)
     if kind == sdk.RPC_ERROR:
         if starting:
             return ServerUnavailable(f"{name} failed to initialize: {failure.detail}")
@@ -104,7 +106,8 @@ def _unauthorized(attempt: Attempt, detail: str) -> GatewayError:
 
 
 def unreadable(attempt: Attempt, reason: str) -> GatewayError:
-    """The error for an answer the SDK could not parse (see `sdk.open_session`)."""
+    """The error for an answer the SDK could not parse (see `sdk.open_session`), or for a
+    call on a kept session broken by one (see `keep_alive`)."""
     name = f"Server {attempt.spec.name!r}"
     if attempt.phase == STARTING:
         return ServerUnavailable(f"{name} failed to initialize: its answer cannot be read ({reason})")

@@ -35,14 +35,18 @@ Usage:
                                       start and before every answer
                      linger           on stdin EOF log "stdin-closed" and keep
                                       running; on SIGTERM log "sigterm" and exit
---fault-tools      also offer `wait_file` (answers once a path exists) and
-                   `unreadable` (answers with JSON a strict reader refuses).
+--fault-tools      also offer `wait_file` (answers once a path exists),
+                   `unreadable` (answers with JSON a strict reader refuses; with
+                   "hide_id": true its id is nested too, so it matches no request),
+                   `held` (its answer is kept back) and `release` (writes every
+                   held answer, then its own).
 --tools-extra NAME another tool that echoes, to simulate a newly added tool.
 --tools-file FILE  more echoing tools, one name a line, read at each start (a
                    missing file adds none): a test adds a tool by writing this
                    file, without changing the server's config entry.
 
-The server is single-threaded: while `sleep` runs, nothing else is read.
+The server is single-threaded: while `sleep` runs, nothing else is read. `held`
+keeps calls in flight without blocking it.
 """
 
 import base64
@@ -268,10 +272,34 @@ def tool_rpc_error(args):
 
 
 class RawAnswer:
-    """An answer written as this exact text: JSON that a strict reader may refuse."""
+    """An answer written as this exact text: JSON that a strict reader may refuse; a
+    result, or (`whole_line`) the whole line."""
 
-    def __init__(self, text):
+    def __init__(self, text, whole_line=False):
         self.text = text
+        self.whole_line = whole_line
+
+
+class Held:
+    """A result kept back until `release` is called."""
+
+    def __init__(self, result):
+        self.result = result
+
+
+HELD = []  # the answers kept back, in the order the calls came
+
+
+def tool_held(args):
+    return Held(text_result("released"))
+
+
+def tool_release(args):
+    released = len(HELD)
+    for response in HELD:
+        send(response)
+    HELD.clear()
+    return text_result(f"released {released}")
 
 
 def tool_unreadable(args):
@@ -281,7 +309,10 @@ def tool_unreadable(args):
         value = "[" * depth + "]" * depth
     else:  # "surrogate": a lone high surrogate, escaped as JSON allows
         value = '"\\ud800"'
-    return RawAnswer('{"content":[{"type":"text","text":"x"}],"structuredContent":{"v":' + value + '},"isError":false}')
+    result = '{"content":[{"type":"text","text":"x"}],"structuredContent":{"v":' + value + '},"isError":false}'
+    if args.get("hide_id"):  # an "id" only inside: no reader can tell which request this answers
+        return RawAnswer('{"jsonrpc":"2.0","id":[' + value + '],"result":' + result + '}', whole_line=True)
+    return RawAnswer(result)
 
 
 def tool_huge(args):
@@ -396,6 +427,14 @@ def build_tools(extra_names, fault_tools=False):
                 },
                 tool_unreadable,
             ),
+            "held": (
+                {"name": "held", "description": "Answer only once `release` is called.", "inputSchema": schema()},
+                tool_held,
+            ),
+            "release": (
+                {"name": "release", "description": "Answer every held call, then this one.", "inputSchema": schema()},
+                tool_release,
+            ),
         })
     for odd in ("get*", "a?b", "x[1]", "../up", "with space", *extra_names):
         tools[odd] = echo_tool(odd)
@@ -481,6 +520,11 @@ def answer(message):
         result = handler(params)
     except ToolFailure as exc:
         return error(request_id, exc.code, exc.message)
+    if isinstance(result, Held):
+        HELD.append({"jsonrpc": "2.0", "id": request_id, "result": result.result})
+        return None
+    if isinstance(result, RawAnswer) and result.whole_line:
+        return result
     if isinstance(result, RawAnswer):
         return RawAnswer(f'{{"jsonrpc":"2.0","id":{json.dumps(request_id)},"result":{result.text}}}')
     return {"jsonrpc": "2.0", "id": request_id, "result": result}

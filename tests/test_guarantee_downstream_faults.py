@@ -47,15 +47,21 @@ def assert_nothing_left(gw: harness.Gateway) -> None:
 
 
 @pytest.fixture
-def gateway_for(config_dir):
-    """Starts a gateway over `servers`; on the way out, checks that nothing descends from it."""
+def gateway_for(config_dir, tag):
+    """Starts a gateway over `servers`; on the way out, checks that nothing descends from it.
+
+    One call to a healthy server first pays for the SDK's import (seconds on a loaded
+    machine) under a deadline of its own: the deadlines under test are the fault's alone.
+    """
     opened = []
 
     def start(servers: dict, *args: str) -> harness.Gateway:
-        config_dir.write(servers, RULES)
+        config_dir.write({**servers, "warm-up": harness.fault_server(tag)}, RULES)
         gw = config_dir.gateway("--audit-log", str(config_dir.path("audit.jsonl")), *args)
         gw.start()
         opened.append(gw)
+        warm_up, _ = execute(gw, "warm-up", timeout_ms=60_000)
+        assert not warm_up.is_error, harness.result_text(warm_up)
         return gw
 
     yield start
@@ -264,11 +270,11 @@ def test_an_unreadable_answer_matching_no_call_fails_every_call_on_its_kept_sess
 
 def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_before_the_deadline(gateway_for, tag):
     gw = gateway_for({"s": harness.fault_server(tag, "--mode", "close-stdout")})
-    result, took = execute(gw, "s", timeout_ms=1500)
+    # The wrong outcome waited for the deadline (TIMEOUT); one no busy machine reaches by chance.
+    result, _ = execute(gw, "s", timeout_ms=SLOW_FAULT_MS)
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "closed the connection" in error["message"]
-    assert took < 1.5 + MARGIN_S
     assert_still_serves(gw)
     assert_nothing_left(gw)
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, TextIO
 from ..errors import RequestCancelled, ServerUnavailable
 from ..model import KEEP_ALIVE, ServerSpec
 from ..oauth_store import TokenStore
-from . import sdk
+from . import sdk, waiting
 from .keep_alive import KeptSessions
 from .oauth import OAuthGate
 from .per_call import PerCallSessions, Work
@@ -177,9 +177,9 @@ class Downstream:
         on_closed: Callable[[], None] | None = None,
         relay: Any = None,
     ) -> Any:
-        deadline: float | Callable[[], float] = time.monotonic() + timeout_s
+        deadline: float | waiting.MovingDeadline = time.monotonic() + timeout_s
         if relay is not None:
-            deadline = relay.clock.deadline  # moves with progress and with waits for the client
+            deadline = relay.clock  # moves with progress and with waits for the client
         if spec.session == KEEP_ALIVE:
             # A kept session outlives the call, so `on_closed` fires when the call ends.
             try:

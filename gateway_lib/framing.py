@@ -10,11 +10,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import re
 import select
 import sys
 import threading
-from collections import deque
+import time
 from dataclasses import dataclass
 from typing import Any, BinaryIO, Callable, Iterator
 
@@ -179,10 +180,11 @@ class MessageWriter:
         self._stream = stream
         self._max_backlog = max_backlog_bytes
         self._may_exceed = may_exceed
-        self._changed = threading.Condition()
-        self._lines: deque[bytes] = deque()
+        self._lines: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: stop
+        self._changed = threading.Condition()  # guards the three below; writers wait on it for room
         self._backlog = 0  # bytes queued or being written
         self._closed = False
+        self._waiting = 0  # threads waiting on `_changed` (writers for room, close() for the end)
         threading.Thread(target=self._deliver, name="gateway-writer", daemon=True).start()
 
     def write(self, message: Any) -> None:
@@ -193,33 +195,33 @@ class MessageWriter:
             while self._backlog and self._backlog + len(line) > self._max_backlog and not self._closed:
                 if self._may_exceed():
                     break
-                self._changed.wait(_BACKLOG_RECHECK_S)  # woken as lines go out; rechecks may_exceed
+                self._wait(_BACKLOG_RECHECK_S)  # woken as lines go out; rechecks may_exceed
             if self._closed:
                 return
-            self._lines.append(line)
             self._backlog += len(line)
-            self._changed.notify_all()
+            self._lines.put(line)  # under the lock: lines keep the order of their writes
 
     def close(self, timeout: float) -> bool:
         """Wait up to `timeout` for the queued lines to be written, then drop whatever is
         left; False if lines were still waiting (the writer's thread may be blocked on the
         client for good). Later writes are dropped."""
+        deadline = time.monotonic() + timeout
         with self._changed:
-            self._changed.wait_for(lambda: self._backlog == 0 or self._closed, timeout)
+            while self._backlog and not self._closed and (left := deadline - time.monotonic()) > 0:
+                self._wait(left)
             stuck = self._backlog > 0
             self._closed = True
             self._changed.notify_all()
+        self._lines.put(None)
         if stuck:
             logger.warning("The client is not reading its answers; giving up on the rest")
         return not stuck
 
     def _deliver(self) -> None:
-        while True:
+        while (line := self._lines.get()) is not None:
             with self._changed:
-                self._changed.wait_for(lambda: self._lines or self._closed)
-                if not self._lines:
+                if self._closed:
                     return
-                line = self._lines.popleft()
             try:
                 self._stream.write(line)
                 self._stream.flush()
@@ -228,13 +230,20 @@ class MessageWriter:
                 return
             with self._changed:
                 self._backlog -= len(line)
-                self._changed.notify_all()
+                if self._waiting:
+                    self._changed.notify_all()
+
+    def _wait(self, timeout: float) -> None:
+        self._waiting += 1
+        try:
+            self._changed.wait(timeout)
+        finally:
+            self._waiting -= 1
 
     def _gone(self) -> None:
         # The client went away; nothing more can be delivered.
         with self._changed:
             self._closed = True
-            self._lines.clear()
             self._backlog = 0
             self._changed.notify_all()
         logger.warning("Client closed the output stream; dropping further responses")

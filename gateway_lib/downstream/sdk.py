@@ -36,6 +36,7 @@ from ..errors import DownstreamError, ServerUnavailable
 from ..model import CLIENT_CREDENTIALS, HTTP, SSE, STDIO, ServerSpec
 from . import loop
 from .oauth import SessionAuth
+from .opened import count_opened
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ async def open_session(
 
     router = RelayRouter() if shared else RelayRouter(relay)
     read, write = await _open_transport(spec, errlog, stack, auth)
+    count_opened()
     stack.callback(before_close)
     session = ClientSession(read, write, message_handler=on_message, **session_arguments(relay, router))
     session = await stack.enter_async_context(session)

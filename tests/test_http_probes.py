@@ -141,7 +141,7 @@ def test_metrics_count_the_downstream_sessions_opened_in_text_and_json(config_di
 
         assert opened() == (0, 0)
         session = raw.initialize()
-        for _ in range(2):  # per-call sessions: a process each (and spares, as the init strategy says)
+        for _ in range(2):  # per-call sessions: a process each (and any the tool list needs)
             raw.call_result(session, "execute_tool", {"agent_id": "dev", "server": "tools", "tool": "echo",
                                                       "args": {"text": "x"}})
         # Every process the fixture started is a session opened, in both forms (once spares settle).

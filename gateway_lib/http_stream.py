@@ -3,7 +3,8 @@
 The endpoint's worker puts messages in (`send` for the gateway's notifications and requests,
 `reply` for the answer); the connection's thread takes them out in order and writes either
 one JSON body (nothing came before the answer) or a text/event-stream, one event per
-message, the answer last. The stream is chunked, so the connection stays reusable.
+message, the answer last. Over HTTP/1.1 the stream is chunked, so the connection stays
+reusable; an HTTP/1.0 client's stream ends by closing the connection.
 Events carry no ids: the gateway does not replay a stream (no Last-Event-ID resumption).
 """
 
@@ -59,7 +60,7 @@ class PostExchange:
             self._open = False
 
 
-def sse_chunk(data: bytes) -> bytes:
-    """One message as one SSE event, framed as one HTTP chunk."""
+def sse_chunk(data: bytes, chunked: bool = True) -> bytes:
+    """One message as one SSE event, framed as one HTTP chunk (`chunked`, HTTP/1.1)."""
     event = b"event: message\ndata: " + data.rstrip(b"\n") + b"\n\n"  # encode() never embeds a newline
-    return b"%X\r\n%s\r\n" % (len(event), event)
+    return b"%X\r\n%s\r\n" % (len(event), event) if chunked else event

@@ -452,7 +452,7 @@ class _Handler(BaseHTTPRequestHandler):
         endpoint.consume(message, caller=caller, reply=exchange.reply,
                          stream=exchange.send if streamable else None)
         status = 400 if isinstance(message, Unreadable) else 200
-        streaming = False
+        streaming = chunked = False
         try:
             while True:
                 try:
@@ -465,26 +465,34 @@ class _Handler(BaseHTTPRequestHandler):
                     return status, data
                 try:
                     if not streaming:
-                        self._begin_stream()
+                        chunked = self._begin_stream()
                         streaming = True
                     if data is not None:  # None: the client cancelled; the stream ends unanswered
-                        self.wfile.write(sse_chunk(data))
+                        self.wfile.write(sse_chunk(data, chunked))
                     if kind == ANSWER:
-                        self.wfile.write(END_OF_CHUNKS)
+                        if chunked:
+                            self.wfile.write(END_OF_CHUNKS)
                         return 0, None
                 except OSError:
                     return self._abandon(endpoint, message)
         finally:
             exchange.close()
 
-    def _begin_stream(self) -> None:
+    def _begin_stream(self) -> bool:
+        """The event stream's headers; True when it is chunked (HTTP/1.1), else it ends with the connection."""
+        chunked = self.request_version == "HTTP/1.1"
         self.send_response(200)
         for name, value in self.gateway.origins.cors_headers(self.headers.get("Origin")).items():
             self.send_header(name, value)
         self.send_header("Content-Type", SSE_CONTENT_TYPE)
         self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
+            self.send_header("Connection", "close")
         self.end_headers()
+        return chunked
 
     def _abandon(self, endpoint: Endpoint, message: Any) -> tuple[int, None]:
         _cancel(endpoint, message)

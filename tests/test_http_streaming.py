@@ -15,19 +15,21 @@ import http.client
 import json
 import queue
 import signal
+import socket
 import uuid
 
 import pytest
 
 import harness
 from gateway_lib.errors import INTERNAL_ERROR, INVALID_REQUEST, TIMEOUT
+from gateway_lib.http_stream import ANSWER, EVENT, PostExchange, sse_chunk
 from http_harness import HttpGatewayProcess
 from passthrough_helpers import Recorder, answer_of, audit_records, open_rules, passthrough_server
 
 WAIT_S = 20
 CAP_MS = 4000  # the shared gateway's absolute cap on a call: a client that never answers ends there
 # One downstream entry per test, each with its own event log, so tests share the gateway.
-SERVERS = ("progress", "log", "relay", "refusal", "silent", "gone", "stop")
+SERVERS = ("progress", "log", "relay", "refusal", "silent", "gone", "old")
 
 
 @pytest.fixture(scope="module")
@@ -199,6 +201,45 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_call_downstream(shared
     [call] = events(config_dir, "gone", "call")
     assert call["tool"] == "sample"
     assert process.raw().post({"jsonrpc": "2.0", "id": 2, "method": "ping"}, session).status == 200
+
+
+def test_an_http_1_0_client_gets_its_stream_unchunked_ended_by_closing_the_connection(shared):
+    process, _, _ = shared
+    session = capable_session(process)
+    raw = process.raw()
+    message = {"jsonrpc": "2.0", "id": "old-1", "method": "tools/call", "params": {
+        "name": "execute_tool", "arguments": {"server": "old", "tool": "progress", "args": {"steps": 2}},
+        "_meta": {"progressToken": "t-old"}}}
+    body = json.dumps(message).encode()
+    with socket.create_connection((raw.host, raw.port), timeout=WAIT_S) as sock:
+        sock.sendall(b"POST /mcp HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                     b"Accept: application/json, text/event-stream\r\n"
+                     + f"Mcp-Session-Id: {session}\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        received = b""
+        while chunk := sock.recv(65536):  # the gateway closes the connection after the answer
+            received += chunk
+    head, _, stream = received.partition(b"\r\n\r\n")
+    assert b"text/event-stream" in head and b"chunked" not in head.lower()
+    messages = [json.loads(line[len(b"data: "):]) for line in stream.split(b"\n") if line.startswith(b"data: ")]
+    assert [m.get("params", {}).get("progressToken") for m in messages[:-1]] == ["t-old", "t-old"]
+    assert messages[-1]["id"] == "old-1" and messages[-1]["result"]["isError"] is False
+
+
+def test_an_exchange_keeps_order_and_drops_what_comes_after_its_end():
+    exchange = PostExchange()
+    exchange.send({"jsonrpc": "2.0", "method": "notifications/progress"})
+    exchange.reply({"jsonrpc": "2.0", "id": 1, "result": {}})
+    exchange.close()
+    exchange.send({"jsonrpc": "2.0", "method": "notifications/message"})  # the POST is answered: dropped
+    assert [exchange.get(0)[0] for _ in range(2)] == [EVENT, ANSWER]
+    with pytest.raises(queue.Empty):
+        exchange.get(0)
+
+
+def test_an_event_is_one_sse_message_and_one_http_chunk():
+    event = b"event: message\ndata: {\"a\":1}\n\n"
+    assert sse_chunk(b'{"a":1}\n', chunked=False) == event
+    assert sse_chunk(b'{"a":1}\n') == b"%X\r\n" % len(event) + event + b"\r\n"
 
 
 def test_a_stop_closes_open_event_streams_with_an_answer(tmp_path, tag):

@@ -252,9 +252,11 @@ class PinStore:
 
     def current(self) -> PinSet:
         """The pins in force, re-read first when the file changed on disk since it was last read."""
+        # Looked at before the lock: a system call under it would hold every other reviewer
+        # up while this thread waits to run again. Checked again under it only on a change.
+        signature = _signature(self._path)
         with self._lock:
-            signature = _signature(self._path)
-            if signature != self._signature:
+            if signature != self._signature and (signature := _signature(self._path)) != self._signature:
                 self._signature = signature
                 try:
                     self._pins = load_pins(self._path)

@@ -29,7 +29,7 @@ from passthrough_helpers import Recorder, answer_of, audit_records, open_rules, 
 WAIT_S = 20
 CAP_MS = 4000  # the shared gateway's absolute cap on a call: a client that never answers ends there
 # One downstream entry per test, each with its own event log, so tests share the gateway.
-SERVERS = ("progress", "log", "relay", "refusal", "silent", "gone", "old")
+SERVERS = ("progress", "log", "relay", "refusal", "silent", "gone", "old", "plain")
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +201,19 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_call_downstream(shared
     [call] = events(config_dir, "gone", "call")
     assert call["tool"] == "sample"
     assert process.raw().post({"jsonrpc": "2.0", "id": 2, "method": "ping"}, session).status == 200
+
+
+def test_a_post_that_accepts_only_json_gets_one_body_and_relays_nothing(shared):
+    process, config_dir, _ = shared
+    session = capable_session(process)  # declared sampling at initialize
+    message = sample_call("plain")
+    message["params"]["_meta"] = {"progressToken": "t-plain"}
+    reply = process.raw().post(message, session, headers={"Accept": "application/json"})
+    assert reply.status == 200 and reply.header("Content-Type") == "application/json"
+    # Without a stream nothing can be asked of the client: the server sees a client without sampling.
+    assert reply.json()["result"]["structuredContent"]["error"] == {"code": INVALID_REQUEST,
+                                                                     "message": "Sampling not supported"}
+    assert [e["capabilities"] for e in events(config_dir, "plain", "initialize")] == [{}]
 
 
 def test_an_http_1_0_client_gets_its_stream_unchunked_ended_by_closing_the_connection(shared):

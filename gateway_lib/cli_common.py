@@ -31,7 +31,7 @@ def common_options(parser: argparse.ArgumentParser) -> None:
 
 
 def config_paths(options: argparse.Namespace, environ: Mapping[str, str]) -> tuple[Path, Path]:
-    from .config import find_config_paths
+    from .locate import find_config_paths
 
     found_mcp, found_rules = find_config_paths(environ, Path.cwd(), Path.home(), BUNDLED_CONFIG)
     mcp_path = Path(options.mcp_config) if options.mcp_config else found_mcp

@@ -24,7 +24,8 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     from .audit import AuditLog, default_audit_path
     from .budget import DEFAULT_MAX_RESULT_TOKENS
     from .catalog import DEFAULT_TTL_S, ToolCatalog
-    from .config import ConfigStore, build_snapshot, load_rules, load_servers
+    from .config import load_rules, load_servers
+    from .store import ConfigStore, build_snapshot
     from .downstream import Downstream
     from .downstream.spares import DEFAULT_IDLE_S, EAGER, STRATEGIES, SpareSettings
     from .errors import ConfigError

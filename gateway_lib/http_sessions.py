@@ -115,12 +115,14 @@ class SessionStore:
         now = self._clock()
         ended = []
         # Oldest first; a busy session is in use, so it is not idle however old its mark.
-        for session in list(self._sessions.values()):
+        # Only the expired end is looked at (no copy of the whole store under the lock).
+        for session in self._sessions.values():
             if now - session.last_used <= self._ttl_s:
                 break
             if not session.busy:
-                del self._sessions[session.session_id]
                 ended.append(session)
+        for session in ended:
+            del self._sessions[session.session_id]
         return ended
 
     @staticmethod

@@ -8,9 +8,12 @@ methods.McpProtocol (one pair per HTTP session, all sharing one worker pool and 
 GatewayTools), so a tool call behaves the same over stdio and HTTP. Owns only what is HTTP:
 sessions, Host/Origin/CORS, bearer tokens, status codes, /health /ready /metrics.
 
-    POST /mcp     one JSON-RPC message; a request's answer comes back on the same POST
-                  (application/json); a notification or response gets 202
-    GET /mcp      405: the gateway sends nothing to a client unasked
+    POST /mcp     one JSON-RPC message; a request's answer comes back on the same POST:
+                  application/json, or, when the client accepts it and the gateway sends
+                  something first (progress, log messages, relayed sampling/elicitation/
+                  roots requests), text/event-stream with the answer as the last event;
+                  a notification or response (the client's answer to a relayed request) gets 202
+    GET /mcp      405: everything the gateway sends travels on the stream of the POST it serves
     DELETE /mcp   ends the session
     OPTIONS       CORS preflight, for allowed origins only
 """
@@ -29,9 +32,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 
 from .errors import INVALID_REQUEST, ParseError
-from .framing import Unreadable, decode_line, encode
+from .framing import Unreadable, decode_line
 from .http_security import BEARER_CHALLENGE, OriginPolicy, TokenIndex, bearer_token, metrics_token_ok
 from .http_sessions import HttpSession, SessionStore, SessionStoreFull
+from .http_stream import ANSWER, END_OF_CHUNKS, PostExchange, sse_chunk
+from .http_stream import CONTENT_TYPE as SSE_CONTENT_TYPE
 from .methods import SUPPORTED_VERSIONS, McpProtocol
 from .prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from .rpc import Endpoint
@@ -209,9 +214,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         if self.close_connection:
             self.send_header("Connection", "close")
-        self.end_headers()
+        # Headers and body in one write (http.server keeps the headers in this buffer): one
+        # system call per answer instead of two.
+        self._headers_buffer.append(b"\r\n" + body)
         try:
-            self.wfile.write(body)
+            self.flush_headers()
         except OSError:
             self.close_connection = True
 
@@ -268,7 +275,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self._path()
         if path == MCP_PATH:
             if self._caller_or_refuse() is not _REFUSED:
-                self._rpc_error(405, REFUSED, "The gateway opens no server-to-client stream; POST requests",
+                self._rpc_error(405, REFUSED, "No standalone stream: messages come on the stream of each POST",
                                 headers={"Allow": "POST, DELETE, OPTIONS"})
             return
         probes = self.gateway.probes
@@ -424,36 +431,79 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, endpoint: Endpoint | None, message: Any, caller: str | None) -> None:
         if endpoint is None:  # only a message that could not be read comes without a session
             endpoint, _ = self.gateway.new_session_parts()
-        status, answer = self._exchange(endpoint, message, caller)
+        status, answer = self._exchange(endpoint, message, caller, self._accepts_stream())
         self._send_answer(status, answer)
 
     def _send_answer(self, status: int, answer: bytes | None, headers: dict[str, str] | None = None) -> None:
         if status == 0:
-            return  # the client went away; its request was cancelled
+            return  # answered on an event stream, or the client went away (its request cancelled)
         if answer is None:
             self._send(202, headers=headers)
         else:
             self._send(status, answer, headers=headers)
 
-    def _exchange(self, endpoint: Endpoint, message: Any, caller: str | None) -> tuple[int, bytes | None]:
-        """Hand `message` to the endpoint and wait for its answer; (0, None) if the client left."""
-        replies: queue.Queue[bytes | None] = queue.Queue(maxsize=1)
+    def _exchange(self, endpoint: Endpoint, message: Any, caller: str | None,
+                  streamable: bool = False) -> tuple[int, bytes | None]:
+        """Hand `message` to the endpoint and wait for its answer.
 
-        def reply(answer: Any) -> None:
-            # Encoded here, on the endpoint's side: one that cannot be encoded raises, and the
-            # endpoint answers the id with an internal error instead.
-            replies.put(None if answer is None else encode(answer))
-
-        endpoint.consume(message, caller=caller, reply=reply)
+        With `streamable` (the client accepts text/event-stream), what the gateway sends the
+        client while serving the request goes out first as an event stream, and the answer
+        as its last event. (0, None) means nothing is left to send: the answer went out on
+        the stream, or the client went away (its request is then cancelled).
+        """
+        exchange = PostExchange()
+        endpoint.consume(message, caller=caller, reply=exchange.reply,
+                         stream=exchange.send if streamable else None)
         status = 400 if isinstance(message, Unreadable) else 200
-        while True:
-            try:
-                return status, replies.get(timeout=DISCONNECT_POLL_S)
-            except queue.Empty:
-                if self._client_gone():
-                    _cancel(endpoint, message)
-                    self.close_connection = True
-                    return 0, None
+        streaming = chunked = False
+        try:
+            while True:
+                try:
+                    kind, data = exchange.get(DISCONNECT_POLL_S)
+                except queue.Empty:
+                    if self._client_gone():
+                        return self._abandon(endpoint, message)
+                    continue
+                if kind == ANSWER and not streaming:
+                    return status, data
+                try:
+                    if not streaming:
+                        chunked = self._begin_stream()
+                        streaming = True
+                    if data is not None:  # None: the client cancelled; the stream ends unanswered
+                        self.wfile.write(sse_chunk(data, chunked))
+                    if kind == ANSWER:
+                        if chunked:
+                            self.wfile.write(END_OF_CHUNKS)
+                        return 0, None
+                except OSError:
+                    return self._abandon(endpoint, message)
+        finally:
+            exchange.close()
+
+    def _begin_stream(self) -> bool:
+        """The event stream's headers; True when it is chunked (HTTP/1.1), else it ends with the connection."""
+        chunked = self.request_version == "HTTP/1.1"
+        self.send_response(200)
+        for name, value in self.gateway.origins.cors_headers(self.headers.get("Origin")).items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", SSE_CONTENT_TYPE)
+        self.send_header("Cache-Control", "no-cache")
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.close_connection = True
+            self.send_header("Connection", "close")
+        self.end_headers()
+        return chunked
+
+    def _abandon(self, endpoint: Endpoint, message: Any) -> tuple[int, None]:
+        _cancel(endpoint, message)
+        self.close_connection = True
+        return 0, None
+
+    def _accepts_stream(self) -> bool:
+        return SSE_CONTENT_TYPE in (self.headers.get("Accept") or "")
 
     def _client_gone(self) -> bool:
         try:

@@ -204,7 +204,7 @@ class McpProtocol:
         if not isinstance(token, (str, int)) or isinstance(token, bool):
             token = None
         if context.peer is None:
-            # No channel to the client (HTTP answers each POST with one JSON body): declare no
+            # No channel to the client (an HTTP POST that does not accept an event stream): declare no
             # capabilities, so downstream requests get the SDK's refusal at once, and relay nothing.
             return ClientLink(None, MODERN_VERSION if modern is not None else self._version, {}, None,
                               None, forwarded, context.cancelled)

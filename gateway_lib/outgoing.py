@@ -66,15 +66,18 @@ class OutgoingRequests:
         return True
 
     def request(self, method: str, params: Any, timeout_s: float, cancel: threading.Event | None = None,
-                send: Callable[[dict], None] | None = None) -> Any:
+                send: Callable[[dict], None] | None = None, asked: set[str] | None = None) -> Any:
         """Send a request and wait for its result at most `timeout_s` (ending early on `cancel`).
 
+        While it waits, its id is in `asked` (see `withdraw_all`).
         Raises PeerError (the client's error), PeerTimeout, or RequestCancelled.
         """
         request_id = f"gw-{next(self._ids)}"
         future: concurrent.futures.Future = concurrent.futures.Future()
         with self._lock:
             self._pending[request_id] = future
+            if asked is not None:
+                asked.add(request_id)
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
         if params is not None:
             message["params"] = params
@@ -94,11 +97,30 @@ class OutgoingRequests:
         except (PeerTimeout, RequestCancelled):
             self._withdraw(request_id, send or self._send)
             raise
+        finally:
+            if asked is not None:
+                with self._lock:
+                    asked.discard(request_id)
+
+    def withdraw_all(self, asked: set[str], send: Callable[[dict], None]) -> None:
+        """Withdraw every request in `asked` still waiting, at once: their waits end with
+        RequestCancelled. Called before the request they serve is answered, so the cancels
+        go out first (over HTTP, on the stream that ends with that answer)."""
+        with self._lock:
+            futures = [(request_id, self._pending.pop(request_id)) for request_id in list(asked)
+                       if request_id in self._pending]
+        for request_id, future in futures:
+            future.set_exception(RequestCancelled())
+            self._send_cancel(request_id, send)
 
     def _withdraw(self, request_id: str, send: Callable[[dict], None]) -> None:
         with self._lock:
             still_pending = self._pending.pop(request_id, None) is not None
-        if still_pending and self._cancel_notification is not None:
+        if still_pending:
+            self._send_cancel(request_id, send)
+
+    def _send_cancel(self, request_id: str, send: Callable[[dict], None]) -> None:
+        if self._cancel_notification is not None:
             send({"jsonrpc": "2.0", "method": self._cancel_notification,
                   "params": {"requestId": request_id, "reason": "The gateway stopped waiting for this answer"}})
 
@@ -109,11 +131,12 @@ class OutgoingRequests:
 
 
 class Peer:
-    """What a handler may send to the client while it serves a request."""
+    """What a handler may send to the client while it serves one request."""
 
     def __init__(self, outgoing: OutgoingRequests, send: Callable[[dict], None]):
         self._outgoing = outgoing
         self._send = send
+        self._asked: set[str] = set()  # this peer's requests still waiting (guarded by outgoing's lock)
 
     def notify(self, method: str, params: Any = None) -> None:
         message: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
@@ -122,4 +145,8 @@ class Peer:
         self._send(message)
 
     def request(self, method: str, params: Any, timeout_s: float, cancel: threading.Event | None = None) -> Any:
-        return self._outgoing.request(method, params, timeout_s, cancel, send=self._send)
+        return self._outgoing.request(method, params, timeout_s, cancel, send=self._send, asked=self._asked)
+
+    def withdraw_all(self) -> None:
+        """The request this peer serves is over: withdraw what it still waits for."""
+        self._outgoing.withdraw_all(self._asked, self._send)

@@ -242,6 +242,9 @@ class PinStore:
         self._signature = _signature(self._path)
         self._pins = load_pins(self._path)  # a bad file at start-up stops the gateway, like the others
         self._reported: set[tuple[str, str, str, str]] = set()  # one audit line per change and mode
+        # Per server, the last review and what it judged: the catalog hands out the same cached
+        # list object until it lists again, so a repeat is answered without hashing every tool.
+        self._last_review: dict[str, tuple[list[dict], PinSet, str, Review]] = {}
 
     @property
     def path(self) -> str:
@@ -249,9 +252,11 @@ class PinStore:
 
     def current(self) -> PinSet:
         """The pins in force, re-read first when the file changed on disk since it was last read."""
+        # Looked at before the lock: a system call under it would hold every other reviewer
+        # up while this thread waits to run again. Checked again under it only on a change.
+        signature = _signature(self._path)
         with self._lock:
-            signature = _signature(self._path)
-            if signature != self._signature:
+            if signature != self._signature and (signature := _signature(self._path)) != self._signature:
                 self._signature = signature
                 try:
                     self._pins = load_pins(self._path)
@@ -268,16 +273,22 @@ class PinStore:
     def review(self, server: str, tools: list[dict], mode: str) -> Review:
         with self._lock:
             pins = self.current()
+            last = self._last_review.get(server)
+            if last is not None and last[0] is tools and last[1] is pins and last[2] == mode:
+                return last[3]  # the same list against the same pins: reported already
             changes = compare(pins, server, tools)
             if changes is None:
                 self._trust_on_first_use(pins, server, tools)
                 return Review()
             for change in changes:
                 self._report(change, mode)
-        if mode == WARN:
-            return Review(warnings={c.tool: f"Tool {c.tool!r} on server {c.server!r}: {c.summary()}; "
-                                            f"{c.approve_hint()}" for c in changes})
-        return Review(blocked=frozenset(c.tool for c in changes))
+            if mode == WARN:
+                review = Review(warnings={c.tool: f"Tool {c.tool!r} on server {c.server!r}: {c.summary()}; "
+                                                  f"{c.approve_hint()}" for c in changes})
+            else:
+                review = Review(blocked=frozenset(c.tool for c in changes))
+            self._last_review[server] = (tools, pins, mode, review)
+            return review
 
     def review_one(self, server: str, definition: dict, mode: str) -> str | None:
         """Before a call of a tool: raise ToolChanged (block), or return the warning (warn)."""

@@ -61,6 +61,7 @@ class Probes:
         status = self._downstream.status()
         return {"http_sessions_open": self._sessions_open(),
                 "downstream_sessions_in_flight": status["live_sessions"],
+                "downstream_sessions_opened": status["sessions_opened"],
                 "kept_alive_sessions_open": len(status["kept_sessions"]),
                 "reloads": {kind: {"applied": s["success_count"], "rejected": s["attempt_count"] - s["success_count"]}
                             for kind, s in self._reloader.status().items()}}
@@ -84,7 +85,10 @@ class Probes:
         for kind, counts in sorted(gauges["reloads"].items()):
             for outcome, n in sorted(counts.items()):
                 reloads.add(n, file=kind, outcome=outcome)
-        families = [calls, latency, reloads]
+        opened = Family("gateway_downstream_sessions_opened_total", "counter",
+                        "Downstream sessions opened since start (per-call, spare and kept-alive).")
+        opened.add(gauges["downstream_sessions_opened"])
+        families = [calls, latency, reloads, opened]
         for name, key, text in (
             ("gateway_http_sessions_open", "http_sessions_open", "HTTP sessions open."),
             ("gateway_downstream_sessions_in_flight", "downstream_sessions_in_flight",

@@ -185,18 +185,20 @@ class Endpoint:
         self._busy_workers = 0  # running a request, or blocked delivering its answer
         self._closing = False
         self.outgoing = OutgoingRequests(self._send, cancel_notification)
-        self.peer = Peer(self.outgoing, self._send)
+        self.peer = Peer(self.outgoing, self._send)  # for what is sent outside any one request
 
     # --- input -----------------------------------------------------------------------
 
-    def consume(self, message: Any, *, caller: Any = None, reply: Send | None = None) -> None:
+    def consume(self, message: Any, *, caller: Any = None, reply: Send | None = None,
+                stream: Send | None = None) -> None:
         """Handle one message (or batch). With `reply`, its answer goes there instead of to
         `send`, exactly once: the answer, or None when there is none (a notification, a
         response, a request the client cancelled). `caller` reaches handlers as
-        `context.caller`. A request answered on `reply` gets no peer: such a transport has no
-        channel yet for the gateway's own messages to the client (see README, What passes through)."""
+        `context.caller`. A request answered on `reply` sends the gateway's own messages to
+        the client (notifications, requests) to `stream`, before its answer; without a
+        `stream` it gets no peer, and nothing is sent to the client but the answer."""
         send, send_batch = self._send, self._send_batch
-        peer = self.peer if reply is None else None
+        out = self._send if reply is None else stream
         if reply is not None:
             def send(answer: dict | None) -> None:
                 reply(None) if answer is None else self._send(answer, reply)
@@ -206,12 +208,12 @@ class Endpoint:
         if isinstance(message, Unreadable):
             send(_response(message.request_id, error=message.error))
         elif isinstance(message, list):
-            self._consume_batch(message, send, send_batch, caller, peer)
+            self._consume_batch(message, send, send_batch, caller, out)
         else:
-            self._consume_one(message, send, caller, peer)
+            self._consume_one(message, send, caller, out)
 
     def _consume_batch(self, batch: list, send: Respond, send_batch: Callable[[list[dict]], None], caller: Any,
-                       peer: Peer | None) -> None:
+                       out: Send | None) -> None:
         if not batch:
             send(_response(None, error=InvalidRequest("A batch must not be empty")))
             return
@@ -220,9 +222,9 @@ class Endpoint:
             return
         collector = _BatchCollector(len(batch), send_batch)
         for message in batch:
-            self._consume_one(message, collector.respond, caller, peer)
+            self._consume_one(message, collector.respond, caller, out)
 
-    def _consume_one(self, message: Any, respond: Respond, caller: Any = None, peer: Peer | None = None) -> None:
+    def _consume_one(self, message: Any, respond: Respond, caller: Any = None, out: Send | None = None) -> None:
         try:
             envelope = _open_envelope(message)
         except _BadEnvelope as exc:
@@ -237,7 +239,7 @@ class Endpoint:
         elif envelope.method not in self._methods:
             respond(_response(envelope.request_id, error=MethodNotFound(f"Method {envelope.method!r} not found")))
         else:
-            self._start(envelope, respond, caller, peer)
+            self._start(envelope, respond, caller, out)
 
     def _notify(self, envelope: _Envelope) -> None:
         if envelope.method == self._cancel_notification:
@@ -252,8 +254,10 @@ class Endpoint:
         except Exception:
             logger.exception("Notification handler for %r failed", envelope.method)
 
-    def _start(self, envelope: _Envelope, respond: Respond, caller: Any = None, peer: Peer | None = None) -> None:
+    def _start(self, envelope: _Envelope, respond: Respond, caller: Any = None, out: Send | None = None) -> None:
         method = self._methods[envelope.method]
+        # A peer per request: what it still waits for is withdrawn before the request is answered.
+        peer = None if out is None else Peer(self.outgoing, out)
         context = RequestContext(envelope.request_id, envelope.method, caller=caller, peer=peer)
         key = _id_key(envelope.request_id)
         with self._lock:
@@ -285,6 +289,8 @@ class Endpoint:
             finally:
                 with self._lock:
                     self._in_flight.pop(_id_key(envelope.request_id), None)
+                if context.peer is not None:
+                    context.peer.withdraw_all()
             if context.cancelled.is_set() and not context.by_shutdown:
                 respond(None)  # the client cancelled it and expects no answer
             elif response is None:
@@ -387,6 +393,8 @@ class Endpoint:
     def _answer_shutting_down(left: list[_Pending]) -> None:
         for pending in left:
             pending.future.cancel()
+            if pending.context.peer is not None:
+                pending.context.peer.withdraw_all()
             pending.respond(_response(pending.context.request_id, error=_SHUTTING_DOWN))
 
     def wait_workers_idle(self, timeout: float) -> bool:

@@ -126,6 +126,29 @@ def test_metrics_is_prometheus_text_counting_calls_by_agent_tool_and_outcome(gat
         assert families[name]["type"] == "gauge"
 
 
+def test_metrics_count_the_downstream_sessions_opened_in_text_and_json(config_dir, tag):
+    log = config_dir.path("server.log")
+    config_dir.write({"tools": harness.fault_server(tag, log=log)}, RULES)
+    with HttpGatewayProcess(config_dir) as process:
+        raw = process.raw()
+
+        def opened() -> tuple[float, float]:
+            families = parse_prometheus(raw.request("GET", "/metrics").body.decode())
+            [(_, _, text)] = families["gateway_downstream_sessions_opened_total"]["samples"]
+            assert families["gateway_downstream_sessions_opened_total"]["type"] == "counter"
+            return text, raw.request("GET", "/metrics", headers={"Accept": "application/json"}).json()[
+                "downstream_sessions_opened"]
+
+        assert opened() == (0, 0)
+        session = raw.initialize()
+        for _ in range(2):  # per-call sessions: a process each (and any the tool list needs)
+            raw.call_result(session, "execute_tool", {"agent_id": "dev", "server": "tools", "tool": "echo",
+                                                      "args": {"text": "x"}})
+        # Every process the fixture started is a session opened, in both forms (once spares settle).
+        assert harness.wait_until(lambda: opened() == (harness.count_events(log, "start"),) * 2, timeout=20)
+        assert harness.count_events(log, "start") >= 2
+
+
 def test_metrics_come_as_json_in_the_seeds_shape_when_asked(gateway):
     process, _ = gateway
     raw = process.raw()

@@ -347,6 +347,6 @@ def test_stdio_mode_imports_none_of_the_http_modules(servers):
     imported = {line.split("|")[-1].strip() for line in done.stderr.decode().splitlines()
                 if line.startswith("import time:") and "|" in line}
     assert done.returncode == 0 and "gateway_lib.rpc" in imported  # the listing is real
-    http_modules = {"http.server", "gateway_lib.http_main", "gateway_lib.http_transport", "gateway_lib.http_sessions",
+    http_modules = {"http.server", "gateway_lib.http_main", "gateway_lib.http_transport", "gateway_lib.http_sessions", "gateway_lib.http_stream",
                     "gateway_lib.http_security", "gateway_lib.probes", "gateway_lib.prometheus"}
     assert imported & http_modules == set()

@@ -106,3 +106,30 @@ def test_a_wait_ends_early_when_its_cancel_event_is_set(wire):
     assert wire.next()["params"]["requestId"] == asked["id"]
     thread.join(WAIT_S)
     ep.shutdown(WAIT_S)
+
+
+def test_requests_still_waiting_when_their_call_ends_are_withdrawn_before_its_answer(wire):
+    # The downstream's request waits on a thread of its own; the call it belongs to ends first.
+    outcome: queue.Queue = queue.Queue()
+
+    def leave_a_question(params, context):
+        def ask():
+            try:
+                context.peer.request("ask/me", None, 60)
+            except RequestCancelled:
+                outcome.put("withdrawn")
+
+        threading.Thread(target=ask).start()
+        asked.put(wire.next())
+        return {"done": True}
+
+    asked: queue.Queue = queue.Queue()
+    ep = Endpoint({"leave": Method(leave_a_question)}, {}, wire.write, cancel_notification="notifications/cancelled")
+    ep.consume({"jsonrpc": "2.0", "id": 1, "method": "leave"})
+    question = asked.get(timeout=WAIT_S)
+    withdrawn, answer = wire.next(), wire.next()
+    assert withdrawn["method"] == "notifications/cancelled" and withdrawn["params"]["requestId"] == question["id"]
+    assert answer == {"jsonrpc": "2.0", "id": 1, "result": {"done": True}}
+    assert outcome.get(timeout=WAIT_S) == "withdrawn"
+    assert ep.outgoing.pending == 0
+    ep.shutdown(WAIT_S)

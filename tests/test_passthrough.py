@@ -199,38 +199,3 @@ def test_meta_is_forwarded_down_and_the_results_meta_comes_back(config_dir, serv
     seen = answer_of(result)["answer"]
     assert seen["traceparent"] == traceparent
     assert result.meta == {"fixture/seen": True}
-
-
-# --- HTTP mode ---------------------------------------------------------------------------------
-
-
-def test_over_http_a_capable_client_is_declared_without_capabilities_and_nothing_is_relayed(
-        config_dir, servers, fixture_log):
-    servers()
-    from http_harness import HttpGatewayProcess
-
-    capable = {"sampling": {}, "elicitation": {}, "roots": {}}
-    with HttpGatewayProcess(config_dir) as process:
-        raw = process.raw()
-        opened = raw.post({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
-            "protocolVersion": harness.LATEST_PROTOCOL_VERSION, "capabilities": capable,
-            "clientInfo": {"name": "raw-http", "version": "0"}}})
-        session = opened.header("Mcp-Session-Id")
-        assert raw.post({"jsonrpc": "2.0", "method": "notifications/initialized"}, session).status == 202
-
-        def execute_over_http(tool, meta=None):
-            params = {"name": "execute_tool", "arguments": {"server": "fx", "tool": tool, "args": {}}}
-            if meta is not None:
-                params["_meta"] = meta
-            reply = raw.post({"jsonrpc": "2.0", "id": tool, "method": "tools/call", "params": params}, session)
-            assert reply.status == 200 and reply.header("Content-Type").startswith("application/json"), reply
-            return reply.json()["result"]
-
-        refused = execute_over_http("sample")["structuredContent"]["error"]
-        progressed = execute_over_http("progress", meta={"progressToken": "p1"})
-    # The SDK's own refusal, at once: the downstream session declared no client capabilities.
-    assert refused == {"code": INVALID_REQUEST, "message": "Sampling not supported"}
-    assert progressed["isError"] is False and progressed["content"][0]["text"] == "done"  # progress dropped
-    declared = [e["capabilities"] for e in harness.read_log(fixture_log) if e["event"] == "initialize"]
-    assert declared and all(caps == {} for caps in declared)
-    assert audit_records(config_dir) == []

@@ -32,6 +32,7 @@ from ..oauth_store import TokenStore
 from . import sdk, waiting
 from .keep_alive import KeptSessions
 from .oauth import OAuthGate
+from .opened import sessions_opened
 from .per_call import PerCallSessions, Work
 from .spares import WARM_STEP_S, SpareGone, SparePool, SpareSettings, ToolLists
 
@@ -159,7 +160,7 @@ class Downstream:
     def status(self) -> dict:
         """Per-call sessions in flight, every open kept-alive session, and the spares per server."""
         kept = sorted(self._kept.status(), key=lambda entry: (entry["server"], entry["agent"] or ""))
-        return {"live_sessions": self.live_sessions, "kept_sessions": kept,
+        return {"live_sessions": self.live_sessions, "sessions_opened": sessions_opened(), "kept_sessions": kept,
                 "init_strategy": self._spares.settings.strategy, "spares": self._spares.status()}
 
     @property

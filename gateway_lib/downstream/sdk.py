@@ -27,6 +27,7 @@ from ..framing import top_level_id
 from ..model import HTTP, SSE, STDIO, ServerSpec
 from . import loop
 from .oauth import SessionAuth
+from .opened import count_opened
 from .sdk_oauth import oauth_provider
 from .sdk_relay import RelayRouter, attach, resolve_inputs, router_of, session_arguments
 
@@ -100,6 +101,7 @@ async def open_session(
 
     router = RelayRouter() if shared else RelayRouter(relay)
     read, write = await _open_transport(spec, errlog, stack, auth)
+    count_opened()
     stack.callback(before_close)
     session = ClientSession(read, write, message_handler=on_message, **session_arguments(relay, router))
     session = await stack.enter_async_context(session)

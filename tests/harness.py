@@ -315,6 +315,27 @@ class UserDirs:
 USER_DIRS: UserDirs | None = None
 
 
+def user_dirs_env(root: str | os.PathLike) -> dict[str, str]:
+    """HOME, XDG_CACHE_HOME and XDG_CONFIG_HOME as new folders under `root`: for a gateway
+    that outlives one test (the per-test USER_DIRS are not set yet when it starts)."""
+    env = {}
+    for variable, name in (("HOME", "home"), ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "xdg-config")):
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        env[variable] = str(folder)
+    return env
+
+
+@dataclass(frozen=True)
+class SharedDir:
+    """What a gateway shared by the tests of one module starts from (conftest's `shared_dir`):
+    its ConfigDir, the tag of its servers, and `env` with user folders of its own."""
+
+    config_dir: ConfigDir
+    tag: str
+    env: dict[str, str]
+
+
 def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The whole environment of a gateway under test: nothing from the developer's shell
     but PATH, so no GATEWAY_* variable leaks in; user paths point at the test's tmp dirs."""

@@ -220,7 +220,9 @@ def test_a_denied_tool_is_refused_under_every_spelling_and_never_reaches_the_ser
 # --- get_gateway_status only in debug mode --------------------------------------------------------------
 
 
-@pytest.mark.parametrize("debug", [None, "false", "0", "no", "off", ""], ids=["unset", "false", "0", "no", "off", "empty"])
+# Every other spelling that leaves debug mode off ("0", "no", "off", "", any case) is a unit
+# test of the settings parser: tests/test_settings.py.
+@pytest.mark.parametrize("debug", [None, "false"], ids=["unset", "false"])
 def test_get_gateway_status_does_not_exist_without_debug_mode(config_dir, servers, debug):
     config_dir.write(servers, RULES)
     with config_dir.raw_gateway(env=None if debug is None else {"GATEWAY_DEBUG": debug}) as raw:
@@ -234,11 +236,12 @@ def test_get_gateway_status_does_not_exist_without_debug_mode(config_dir, server
 
 
 def test_get_gateway_status_exists_with_debug_mode(config_dir, servers):
+    # The --debug flag's gateway is test_gateway_tools.py::test_debug_mode_adds_get_gateway_status;
+    # that the flag and every true word turn it on is tests/test_settings.py.
     config_dir.write(servers, RULES)
-    for env, args in [({}, ("--debug",)), ({"GATEWAY_DEBUG": "true"}, ())]:
-        with config_dir.gateway(*args, env=env) as gw:
-            assert "get_gateway_status" in [t.name for t in gw.list_tools()]
-            assert gw.call_json("get_gateway_status", {"agent_id": "admin"})["available_servers"]
+    with config_dir.gateway(env={"GATEWAY_DEBUG": "true"}) as gw:
+        assert "get_gateway_status" in [t.name for t in gw.list_tools()]
+        assert gw.call_json("get_gateway_status", {"agent_id": "admin"})["available_servers"]
 
 
 # --- no secret leaves -------------------------------------------------------------------------------

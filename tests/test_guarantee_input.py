@@ -90,9 +90,11 @@ def gateway(start):
 def shared(tmp_path_factory):
     """One gateway for the stateless promises: none of them reaches a server, and each
     one ends by proving the gateway still serves. Its stdout is checked at the end."""
-    config = harness.ConfigDir(tmp_path_factory.mktemp("shared") / "config")
+    root = tmp_path_factory.mktemp("shared")
+    config = harness.ConfigDir(root / "config")
     config.write({"tools": harness.fault_server("guarantee-input-shared")}, RULES)
-    raw = config.raw_gateway("--audit-log", str(config.path("audit.jsonl")))
+    raw = config.raw_gateway("--audit-log", str(config.path("audit.jsonl")),
+                             env=harness.user_dirs_env(root))  # not the developer's HOME
     raw.initialize()
     yield raw
     finish(raw)

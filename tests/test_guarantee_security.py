@@ -84,7 +84,8 @@ def shared(shared_logs):
     config = harness.ConfigDir(shared_logs["root"] / "config")
     config.write({"tools": harness.fault_server(tag, log=shared_logs["tools"]),
                   "vault": harness.fault_server(tag, log=shared_logs["vault"])}, RULES)
-    with config.gateway("--audit-log", str(config.path("audit.jsonl"))) as gw:
+    with config.gateway("--audit-log", str(config.path("audit.jsonl")),
+                        env=harness.user_dirs_env(shared_logs["root"])) as gw:  # not the developer's HOME
         yield gw
     assert harness.wait_no_tagged(tag) == []
     assert harness.count_events(shared_logs["tools"], "call", method="tools/call") == 0

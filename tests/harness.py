@@ -746,8 +746,14 @@ class RawProcess:
                 return message
             self.other_messages.append(message)
 
-    def initialize(self, version: str = LATEST_PROTOCOL_VERSION, timeout: float = 30) -> dict:
-        """The handshake: initialize, then notifications/initialized; returns the result."""
+    def initialize(self, version: str = LATEST_PROTOCOL_VERSION, timeout: float = 30, announce: bool = True) -> dict:
+        """The handshake: initialize, then notifications/initialized; returns the result.
+
+        With `announce=False` the notification is not sent, so the gateway never starts what
+        waits for it (the background SDK import, the config watcher, spares): for wire-level
+        tests of the gateway's own answers, where that import would cost a second of CPU and
+        hold up the gateway's exit. A downstream call still works (the SDK loads on demand).
+        """
         params = {
             "protocolVersion": version,
             "capabilities": {},
@@ -756,7 +762,8 @@ class RawProcess:
         response = self.request("initialize", params, id=0, timeout=timeout)
         if "result" not in response:
             raise AssertionError(f"initialize failed: {response!r}")
-        self.notify("notifications/initialized")
+        if announce:
+            self.notify("notifications/initialized")
         return response["result"]
 
     def all_stdout_bytes(self) -> bytes:

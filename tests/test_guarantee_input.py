@@ -64,7 +64,11 @@ def server_log(config_dir):
 
 @pytest.fixture
 def start(config_dir, tag, server_log):
-    """Starts gateways over one fault server; each is closed and its stdout checked."""
+    """Starts gateways over one fault server; each is closed and its stdout checked.
+
+    The handshake leaves out notifications/initialized (harness.RawProcess.initialize): these
+    promises are about the gateway's own answers to what arrives on the wire, which do not
+    depend on it, and the background SDK import it would start only delays each exit."""
     config_dir.write({"tools": harness.fault_server(tag, log=server_log)}, RULES)
     started = []
 
@@ -72,7 +76,7 @@ def start(config_dir, tag, server_log):
         raw = config_dir.raw_gateway("--audit-log", str(config_dir.path("audit.jsonl")), *args)
         started.append(raw)
         if initialize:
-            raw.initialize(initialize)
+            raw.initialize(initialize, announce=False)
         return raw
 
     yield start_gateway

@@ -5,6 +5,8 @@ Autouse, in the order they wrap a test:
                          point at tmp dirs (harness.gateway_env reads harness.USER_DIRS)
     no_leaked_processes  after the test, no process carrying the test's tag is left
     no_leaked_threads    after the test, no thread it started is still alive
+
+And `shared_dir`, for a gateway that serves every read-only test of one module.
 """
 
 from __future__ import annotations
@@ -31,6 +33,20 @@ def tag() -> str:
 def config_dir(tmp_path) -> harness.ConfigDir:
     """An empty ConfigDir under tmp_path; write the two files with .write(servers, rules)."""
     return harness.ConfigDir(tmp_path / "config")
+
+
+@pytest.fixture(scope="module")
+def shared_dir(tmp_path_factory) -> harness.SharedDir:
+    """For a module-scoped gateway serving tests that only read: a ConfigDir, a tag for its
+    servers (not the per-test tag, so the per-test leak check leaves them to this one), and
+    user folders. Afterwards no process with that tag may be left."""
+    root = tmp_path_factory.mktemp("shared")
+    shared = harness.SharedDir(harness.ConfigDir(root / "config"), uuid.uuid4().hex, harness.user_dirs_env(root))
+    yield shared
+    survivors = harness.wait_no_tagged(shared.tag)
+    if survivors:
+        harness.kill_tagged(shared.tag)
+    assert not survivors, f"The module's shared gateway left tagged processes running: {survivors}"
 
 
 @pytest.fixture(autouse=True)

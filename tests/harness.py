@@ -315,6 +315,27 @@ class UserDirs:
 USER_DIRS: UserDirs | None = None
 
 
+def user_dirs_env(root: str | os.PathLike) -> dict[str, str]:
+    """HOME, XDG_CACHE_HOME and XDG_CONFIG_HOME as new folders under `root`: for a gateway
+    that outlives one test (the per-test USER_DIRS are not set yet when it starts)."""
+    env = {}
+    for variable, name in (("HOME", "home"), ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "xdg-config")):
+        folder = Path(root) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        env[variable] = str(folder)
+    return env
+
+
+@dataclass(frozen=True)
+class SharedDir:
+    """What a gateway shared by the tests of one module starts from (conftest's `shared_dir`):
+    its ConfigDir, the tag of its servers, and `env` with user folders of its own."""
+
+    config_dir: ConfigDir
+    tag: str
+    env: dict[str, str]
+
+
 def gateway_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The whole environment of a gateway under test: nothing from the developer's shell
     but PATH, so no GATEWAY_* variable leaks in; user paths point at the test's tmp dirs."""
@@ -725,8 +746,14 @@ class RawProcess:
                 return message
             self.other_messages.append(message)
 
-    def initialize(self, version: str = LATEST_PROTOCOL_VERSION, timeout: float = 30) -> dict:
-        """The handshake: initialize, then notifications/initialized; returns the result."""
+    def initialize(self, version: str = LATEST_PROTOCOL_VERSION, timeout: float = 30, announce: bool = True) -> dict:
+        """The handshake: initialize, then notifications/initialized; returns the result.
+
+        With `announce=False` the notification is not sent, so the gateway never starts what
+        waits for it (the background SDK import, the config watcher, spares): for wire-level
+        tests of the gateway's own answers, where that import would cost a second of CPU and
+        hold up the gateway's exit. A downstream call still works (the SDK loads on demand).
+        """
         params = {
             "protocolVersion": version,
             "capabilities": {},
@@ -735,7 +762,8 @@ class RawProcess:
         response = self.request("initialize", params, id=0, timeout=timeout)
         if "result" not in response:
             raise AssertionError(f"initialize failed: {response!r}")
-        self.notify("notifications/initialized")
+        if announce:
+            self.notify("notifications/initialized")
         return response["result"]
 
     def all_stdout_bytes(self) -> bytes:

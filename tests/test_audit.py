@@ -40,7 +40,7 @@ def test_a_refused_call_audits_the_agent_id_it_attempted_and_the_decision(config
     audit = config_dir.path("audit.jsonl")
     attempted = "ghost\u2028\u2029\u0085\"x"
     with config_dir.raw_gateway("--audit-log", str(audit)) as raw:
-        raw.initialize()
+        raw.initialize(announce=False)  # no server here: the SDK import it would start only delays the exit
         answer = list_servers(raw, attempted)
         assert answer["result"]["isError"] is True
         list_servers(raw, "dev")
@@ -57,7 +57,7 @@ def test_the_audit_file_is_created_readable_and_writable_by_its_owner_only(confi
     config_dir.write({}, RULES)
     audit = config_dir.path("audit.jsonl")
     with config_dir.raw_gateway("--audit-log", str(audit)) as raw:
-        raw.initialize()
+        raw.initialize(announce=False)  # no server here: the SDK import it would start only delays the exit
         list_servers(raw, "dev")
     assert stat.S_IMODE(audit.stat().st_mode) == 0o600
 
@@ -67,7 +67,7 @@ def test_an_audit_log_that_is_a_fifo_never_holds_up_a_reply(config_dir):
     fifo = config_dir.path("audit.fifo")
     os.mkfifo(fifo)  # nobody reads it: opening it to write would block for ever
     with config_dir.raw_gateway("--audit-log", str(fifo)) as raw:
-        raw.initialize()
+        raw.initialize(announce=False)  # no server here: the SDK import it would start only delays the exit
         for _ in range(2):
             assert list_servers(raw, "dev")["result"]["isError"] is False
     assert raw.process.returncode == 0
@@ -78,7 +78,7 @@ def test_an_audit_log_that_is_a_fifo_never_holds_up_a_reply(config_dir):
 def test_an_audit_log_on_a_full_device_is_one_clear_log_line_and_a_clean_exit(config_dir):
     config_dir.write({}, RULES)
     with config_dir.raw_gateway("--audit-log", "/dev/full") as raw:
-        raw.initialize()
+        raw.initialize(announce=False)  # no server here: the SDK import it would start only delays the exit
         for _ in range(2):
             assert list_servers(raw, "dev")["result"]["isError"] is False
     assert raw.process.returncode == 0

@@ -211,25 +211,46 @@ def log(config_dir):
     return config_dir.path("server.log")
 
 
-def test_get_server_tools_served_from_the_cache_opens_no_session(config_dir, tag, log):
-    config_dir.write({"tools": harness.fault_server(tag, log=log)}, RULES)
-    with config_dir.gateway() as gw:
-        first = gw.call_json("get_server_tools", {"server": "tools"})
-        again = gw.call_json("get_server_tools", {"server": "tools", "names": "echo"})
-        assert started(log) == 1
+# The tests with the default TTL share one gateway, each with a server (and log) of its own.
+SHARED_SERVERS = ("cache", "first", "unknown", "added", "cached-schema", "cold")
+
+
+@pytest.fixture(scope="module")
+def shared(shared_dir):
+    config = shared_dir.config_dir
+    servers = {name: harness.fault_server(shared_dir.tag, log=config.path(f"{name}.log")) for name in SHARED_SERVERS}
+    servers["added"] = harness.fault_server(shared_dir.tag, "--tools-file", str(config.path("extra-tools.txt")),
+                                            log=config.path("added.log"))
+    # A tool added to a pinned server is blocked by default (test_pins.py); here it is served.
+    config.write(servers, {"agents": {"default": {"allow": {"servers": list(SHARED_SERVERS)}}},
+                           "defaults": {"on_tool_change": "warn"}})
+    with config.gateway(env=shared_dir.env) as gw:
+        yield gw, config
+
+
+def shared_server(shared, name: str):
+    """The shared gateway, and the log of `name`, the server no other test calls."""
+    gw, config = shared
+    return gw, config.path(f"{name}.log")
+
+
+def test_get_server_tools_served_from_the_cache_opens_no_session(shared):
+    gw, log = shared_server(shared, "cache")
+    first = gw.call_json("get_server_tools", {"server": "cache"})
+    again = gw.call_json("get_server_tools", {"server": "cache", "names": "echo"})
+    assert started(log) == 1
     assert [t["name"] for t in again["tools"]] == ["echo"]
     assert again["total_available"] == first["total_available"]
 
 
-def test_the_first_execute_tool_lists_and_calls_in_one_session_and_the_next_only_calls(config_dir, tag, log):
-    config_dir.write({"tools": harness.fault_server(tag, log=log)}, RULES)
-    with config_dir.gateway() as gw:
-        first = gw.call_tool("execute_tool", {"server": "tools", "tool": "echo", "args": {"text": "one"}})
-        assert (started(log), listed(log), called(log)) == (1, 1, 1)
-        second = gw.call_tool("execute_tool", {"server": "tools", "tool": "echo", "args": {"text": "two"}})
-        assert (started(log), listed(log), called(log)) == (2, 1, 2)
-        gw.call_json("get_server_tools", {"server": "tools"})
-        assert started(log) == 2  # the first call filled the cache
+def test_the_first_execute_tool_lists_and_calls_in_one_session_and_the_next_only_calls(shared):
+    gw, log = shared_server(shared, "first")
+    first = gw.call_tool("execute_tool", {"server": "first", "tool": "echo", "args": {"text": "one"}})
+    assert (started(log), listed(log), called(log)) == (1, 1, 1)
+    second = gw.call_tool("execute_tool", {"server": "first", "tool": "echo", "args": {"text": "two"}})
+    assert (started(log), listed(log), called(log)) == (2, 1, 2)
+    gw.call_json("get_server_tools", {"server": "first"})
+    assert started(log) == 2  # the first call filled the cache
     assert harness.result_text(first) == "one" and harness.result_text(second) == "two"
 
 
@@ -251,46 +272,40 @@ def test_the_ttl_can_come_from_the_environment(config_dir, tag, log):
         assert started(log) == 2
 
 
-def test_an_unknown_tool_refreshes_the_list_once_and_is_tool_not_found_without_a_call(config_dir, tag, log):
-    config_dir.write({"tools": harness.fault_server(tag, log=log)}, RULES)
-    with config_dir.gateway() as gw:
-        gw.call_json("get_server_tools", {"server": "tools"})
-        result = gw.call_tool("execute_tool", {"server": "tools", "tool": "nope", "args": {}})
-        assert error_code(result) == TOOL_NOT_FOUND
-        assert (started(log), listed(log), called(log)) == (2, 2, 0)
+def test_an_unknown_tool_refreshes_the_list_once_and_is_tool_not_found_without_a_call(shared):
+    gw, log = shared_server(shared, "unknown")
+    gw.call_json("get_server_tools", {"server": "unknown"})
+    result = gw.call_tool("execute_tool", {"server": "unknown", "tool": "nope", "args": {}})
+    assert error_code(result) == TOOL_NOT_FOUND
+    assert (started(log), listed(log), called(log)) == (2, 2, 0)
 
 
-def test_a_tool_added_after_the_list_was_cached_is_found_by_the_refresh(config_dir, tag, log):
-    tools_file = config_dir.path("extra-tools.txt")
-    # A tool added to a pinned server is blocked by default (test_pins.py); here it is served.
-    config_dir.write({"tools": harness.fault_server(tag, "--tools-file", str(tools_file), log=log)},
-                     {**RULES, "defaults": {"on_tool_change": "warn"}})
-    with config_dir.gateway() as gw:
-        before = gw.call_json("get_server_tools", {"server": "tools"})
-        assert "fresh" not in [t["name"] for t in before["tools"]]
-        tools_file.write_text("fresh\n", encoding="utf-8")
-        result = gw.call_tool("execute_tool", {"server": "tools", "tool": "fresh", "args": {"text": "new"}})
-        assert harness.result_text(result) == "new"
-        assert (started(log), listed(log), called(log)) == (2, 2, 1)
-        after = gw.call_json("get_server_tools", {"server": "tools"})
-        assert "fresh" in [t["name"] for t in after["tools"]]
-        assert started(log) == 2  # the refresh refilled the cache
+def test_a_tool_added_after_the_list_was_cached_is_found_by_the_refresh(shared):
+    gw, log = shared_server(shared, "added")
+    tools_file = log.with_name("extra-tools.txt")  # read by the server at each start
+    before = gw.call_json("get_server_tools", {"server": "added"})
+    assert "fresh" not in [t["name"] for t in before["tools"]]
+    tools_file.write_text("fresh\n", encoding="utf-8")
+    result = gw.call_tool("execute_tool", {"server": "added", "tool": "fresh", "args": {"text": "new"}})
+    assert harness.result_text(result) == "new"
+    assert (started(log), listed(log), called(log)) == (2, 2, 1)
+    after = gw.call_json("get_server_tools", {"server": "added"})
+    assert "fresh" in [t["name"] for t in after["tools"]]
+    assert started(log) == 2  # the refresh refilled the cache
 
 
-def test_arguments_that_break_a_cached_schema_are_refused_without_opening_a_session(config_dir, tag, log):
-    config_dir.write({"tools": harness.fault_server(tag, log=log)}, RULES)
-    with config_dir.gateway() as gw:
-        gw.call_json("get_server_tools", {"server": "tools"})
-        result = gw.call_tool("execute_tool", {"server": "tools", "tool": "add", "args": {"a": "two", "c": 1}})
-        assert started(log) == 1
+def test_arguments_that_break_a_cached_schema_are_refused_without_opening_a_session(shared):
+    gw, log = shared_server(shared, "cached-schema")
+    gw.call_json("get_server_tools", {"server": "cached-schema"})
+    result = gw.call_tool("execute_tool", {"server": "cached-schema", "tool": "add", "args": {"a": "two", "c": 1}})
+    assert started(log) == 1
     assert error_code(result) == INVALID_ARGUMENTS
     problems = json.loads(result.content[0].text)["error"]["problems"]
     assert len(problems) == 2  # a is not a number; b is missing
 
 
-def test_with_a_cold_cache_bad_arguments_are_refused_after_listing_and_never_called(config_dir, tag, log):
-    config_dir.write({"tools": harness.fault_server(tag, log=log)}, RULES)
-    with config_dir.gateway() as gw:
-        result = gw.call_tool("execute_tool", {"server": "tools", "tool": "add", "args": {}})
-        assert (started(log), listed(log), called(log)) == (1, 1, 0)
+def test_with_a_cold_cache_bad_arguments_are_refused_after_listing_and_never_called(shared):
+    gw, log = shared_server(shared, "cold")
+    result = gw.call_tool("execute_tool", {"server": "cold", "tool": "add", "args": {}})
+    assert (started(log), listed(log), called(log)) == (1, 1, 0)
     assert error_code(result) == INVALID_ARGUMENTS

@@ -5,7 +5,8 @@ Each fault of the hardening issue, against the real gateway process: the agent r
 tool result with the documented error code, the answer comes before the call's deadline
 (plus a generous margin: promptness is the behaviour under test), the gateway serves the
 next call, and afterwards no process descends from the gateway (a /proc ppid walk) and
-none carries the test's tag (the conftest fixture).
+none carries the test's tag (the conftest fixture). Most faults are servers of one shared
+gateway (`gw`), whose servers carry the module's tag (conftest's `shared_dir`).
 """
 
 from __future__ import annotations
@@ -71,12 +72,50 @@ def gateway_for(config_dir, tag):
         assert pid is not None and harness.wait_no_descendants(pid) == []
 
 
+def fault_servers(tag: str) -> dict:
+    """One server per fault; each call starts its own process of it (per-call sessions)."""
+    return {
+        "missing": {"command": f"/nonexistent/{tag}-server"},
+        "exits": harness.fault_server(tag, "--mode", "exit-at-once"),
+        "normal": harness.fault_server(tag),
+        "never-init": harness.fault_server(tag, "--mode", "never-initialize"),
+        "stubborn": harness.fault_server(tag, "--mode", "ignore-sigterm"),
+        "banner": harness.fault_server(tag, "--mode", "banner"),
+        "flood": harness.fault_server(tag, "--mode", "flood-stderr"),
+        "bad-utf8": harness.fault_server(tag, "--mode", "bad-utf8"),
+        "unreadable": harness.fault_server(tag, "--fault-tools"),
+        "closer": harness.fault_server(tag, "--mode", "close-stdout"),
+        "grandchild": harness.fault_server(tag, "--mode", "grandchild"),
+        "setsid": harness.fault_server(tag, "--mode", "setsid-grandchild"),
+        "refused": harness.http_server(f"http://127.0.0.1:{harness.free_port()}/mcp"),
+    }
+
+
+@pytest.fixture(scope="module")
+def gw(shared_dir):
+    """One gateway for every fault below that is a per-call server's: each call starts a
+    fresh process, and each test waits until nothing descends from the gateway, so no
+    fault reaches the next test. The tests that need other settings start their own."""
+    config = shared_dir.config_dir
+    config.write(fault_servers(shared_dir.tag), RULES)
+    with config.gateway("--audit-log", str(config.path("audit.jsonl")), env=shared_dir.env) as gateway:
+        # A first session with the default deadline: the SDK import it may wait for (seconds
+        # on a busy machine) is then never charged to a fault's short deadline.
+        assert gateway.call_json("get_server_tools", {"agent_id": "dev", "server": "normal"})["tools"]
+        yield gateway
+        assert_nothing_left(gateway)
+
+
+@pytest.fixture
+def shared_tag(shared_dir) -> str:
+    return shared_dir.tag
+
+
 # --- stdio servers ---------------------------------------------------------------------------
 
 
-def test_a_command_that_does_not_exist_is_server_unavailable_naming_it(gateway_for, tag):
-    gw = gateway_for({"s": {"command": f"/nonexistent/{tag}-server"}})
-    result, took = execute(gw, "s")
+def test_a_command_that_does_not_exist_is_server_unavailable_naming_it(gw):
+    result, took = execute(gw, "missing")
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "not found" in error["message"] and "/nonexistent/" in error["message"]
@@ -85,9 +124,8 @@ def test_a_command_that_does_not_exist_is_server_unavailable_naming_it(gateway_f
     assert_nothing_left(gw)
 
 
-def test_a_server_that_exits_at_once_is_server_unavailable_with_its_exit_status(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "exit-at-once")})
-    result, took = execute(gw, "s")
+def test_a_server_that_exits_at_once_is_server_unavailable_with_its_exit_status(gw):
+    result, took = execute(gw, "exits")
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "before answering initialize" in error["message"]
@@ -96,9 +134,8 @@ def test_a_server_that_exits_at_once_is_server_unavailable_with_its_exit_status(
     assert_nothing_left(gw)
 
 
-def test_a_server_that_crashes_mid_call_is_server_unavailable(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag)})
-    result, took = execute(gw, "s", "crash", {})
+def test_a_server_that_crashes_mid_call_is_server_unavailable(gw):
+    result, took = execute(gw, "normal", "crash", {})
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "during tools/call" in error["message"]
@@ -107,9 +144,8 @@ def test_a_server_that_crashes_mid_call_is_server_unavailable(gateway_for, tag):
     assert_nothing_left(gw)
 
 
-def test_a_server_that_never_answers_initialize_is_server_unavailable_at_the_deadline(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "never-initialize")})
-    result, took = execute(gw, "s", timeout_ms=1000)
+def test_a_server_that_never_answers_initialize_is_server_unavailable_at_the_deadline(gw):
+    result, took = execute(gw, "never-init", timeout_ms=1000)
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "did not finish starting within 1000 ms" in error["message"]
@@ -118,33 +154,30 @@ def test_a_server_that_never_answers_initialize_is_server_unavailable_at_the_dea
     assert_nothing_left(gw)
 
 
-def test_a_call_that_hangs_is_a_timeout_at_the_deadline_not_after_the_cleanup(gateway_for, tag):
+def test_a_call_that_hangs_is_a_timeout_at_the_deadline_not_after_the_cleanup(gw, shared_tag):
     # ignore-sigterm: closing this server takes the SDK's grace periods and a SIGKILL (4 s or
     # more), so an answer that waited for the close would come well past the margin.
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "ignore-sigterm")})
-    gw.call_json("get_server_tools", {"agent_id": "dev", "server": "s"})  # the deadline then covers the call only
-    result, took = execute(gw, "s", "sleep", {"seconds": 600}, timeout_ms=1000)
+    gw.call_json("get_server_tools", {"agent_id": "dev", "server": "stubborn"})  # the deadline then covers the call only
+    result, took = execute(gw, "stubborn", "sleep", {"seconds": 600}, timeout_ms=1000)
     error = error_of(result)
     assert error["code"] == TIMEOUT
     assert "did not answer within" in error["message"]
     assert took < 1.0 + MARGIN_S
     assert_still_serves(gw)
-    assert harness.wait_no_tagged(tag, timeout=20) == []  # the cleanup went on in the background
+    assert harness.wait_no_tagged(shared_tag, timeout=20) == []  # the cleanup went on in the background
     assert_nothing_left(gw)
 
 
-def test_banners_and_garbage_on_a_servers_stdout_are_skipped_and_the_call_succeeds(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "banner")})
-    result, took = execute(gw, "s", "echo", {"text": "through the noise"})
+def test_banners_and_garbage_on_a_servers_stdout_are_skipped_and_the_call_succeeds(gw):
+    result, took = execute(gw, "banner", "echo", {"text": "through the noise"})
     assert not result.is_error
     assert harness.result_text(result) == "through the noise"
     assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert_nothing_left(gw)
 
 
-def test_a_server_flooding_stderr_neither_blocks_nor_fails_the_call(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "flood-stderr")})
-    result, took = execute(gw, "s", "echo", {"text": "after the flood"})
+def test_a_server_flooding_stderr_neither_blocks_nor_fails_the_call(gw):
+    result, took = execute(gw, "flood", "echo", {"text": "after the flood"})
     assert harness.result_text(result) == "after the flood"
     assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert "flood flood" in gw.stderr_text()  # it went to the gateway's stderr, not to stdout
@@ -154,7 +187,8 @@ def test_a_server_flooding_stderr_neither_blocks_nor_fails_the_call(gateway_for,
 def test_a_result_over_the_message_limit_is_a_downstream_error_and_one_under_it_passes_whole(gateway_for, tag):
     # A result budget above the message limit, so that only the limit is tested here.
     gw = gateway_for({"s": harness.fault_server(tag, max_result_tokens=256 * 1024)}, "--max-line-bytes", str(256 * 1024))
-    fits, _ = execute(gw, "s", "huge", {"size": 200_000})
+    # The long deadline: this first call may wait for the SDK import on a busy machine.
+    fits, _ = execute(gw, "s", "huge", {"size": 200_000}, timeout_ms=SLOW_FAULT_MS)
     assert harness.result_text(fits) == "x" * 200_000
     result, took = execute(gw, "s", "huge", {"size": 2_000_000})
     error = error_of(result)
@@ -165,9 +199,8 @@ def test_a_result_over_the_message_limit_is_a_downstream_error_and_one_under_it_
     assert_nothing_left(gw)
 
 
-def test_a_json_rpc_error_from_the_server_is_a_downstream_error_with_its_code(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag)})
-    result, _ = execute(gw, "s", "rpc_error", {})
+def test_a_json_rpc_error_from_the_server_is_a_downstream_error_with_its_code(gw):
+    result, _ = execute(gw, "normal", "rpc_error", {})
     error = error_of(result)
     assert error["code"] == DOWNSTREAM_ERROR
     assert error["downstream_code"] == -32050
@@ -175,10 +208,9 @@ def test_a_json_rpc_error_from_the_server_is_a_downstream_error_with_its_code(ga
 
 
 
-def test_a_json_rpc_error_with_the_code_the_sdk_uses_for_closed_connections_is_a_downstream_error(gateway_for, tag):
+def test_a_json_rpc_error_with_the_code_the_sdk_uses_for_closed_connections_is_a_downstream_error(gw):
     # -32000 is also the SDK's code for "connection closed"; a server answering with it is no closed connection.
-    gw = gateway_for({"s": harness.fault_server(tag)})
-    result, _ = execute(gw, "s", "rpc_error", {"code": -32000, "message": "the database is read-only"},
+    result, _ = execute(gw, "normal", "rpc_error", {"code": -32000, "message": "the database is read-only"},
                         timeout_ms=SLOW_FAULT_MS)
     error = error_of(result)
     assert error["code"] == DOWNSTREAM_ERROR
@@ -187,9 +219,8 @@ def test_a_json_rpc_error_with_the_code_the_sdk_uses_for_closed_connections_is_a
     assert_nothing_left(gw)
 
 
-def test_lines_that_are_not_utf8_on_a_servers_stdout_are_skipped_and_the_call_succeeds(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "bad-utf8")})
-    result, _ = execute(gw, "s", "echo", {"text": "past the bytes"}, timeout_ms=SLOW_FAULT_MS)
+def test_lines_that_are_not_utf8_on_a_servers_stdout_are_skipped_and_the_call_succeeds(gw):
+    result, _ = execute(gw, "bad-utf8", "echo", {"text": "past the bytes"}, timeout_ms=SLOW_FAULT_MS)
     assert not result.is_error, harness.result_text(result)
     assert harness.result_text(result) == "past the bytes"
     assert_still_serves(gw)
@@ -197,10 +228,9 @@ def test_lines_that_are_not_utf8_on_a_servers_stdout_are_skipped_and_the_call_su
 
 
 @pytest.mark.parametrize("kind", ["deep", "surrogate"], ids=["nested 5000 deep", "holding a lone surrogate"])
-def test_an_answer_the_sdk_cannot_parse_is_a_downstream_error_not_a_timeout(gateway_for, tag, kind):
+def test_an_answer_the_sdk_cannot_parse_is_a_downstream_error_not_a_timeout(gw, kind):
     # The deadline is long: the old behaviour waited for it and answered TIMEOUT.
-    gw = gateway_for({"s": harness.fault_server(tag, "--fault-tools")})
-    result, _ = execute(gw, "s", "unreadable", {"kind": kind}, timeout_ms=SLOW_FAULT_MS)
+    result, _ = execute(gw, "unreadable", "unreadable", {"kind": kind}, timeout_ms=SLOW_FAULT_MS)
     error = error_of(result)
     assert error["code"] == DOWNSTREAM_ERROR
     assert "cannot be read" in error["message"]
@@ -268,10 +298,9 @@ def test_an_unreadable_answer_matching_no_call_fails_every_call_on_its_kept_sess
     assert answer_text(raw.request("tools/call", call("s", "counter"), timeout=60)) == "1"  # a fresh session
 
 
-def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_before_the_deadline(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "close-stdout")})
+def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_before_the_deadline(gw):
     # The wrong outcome waited for the deadline (TIMEOUT); one no busy machine reaches by chance.
-    result, _ = execute(gw, "s", timeout_ms=SLOW_FAULT_MS)
+    result, _ = execute(gw, "closer", timeout_ms=SLOW_FAULT_MS)
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "closed the connection" in error["message"]
@@ -279,48 +308,42 @@ def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_bef
     assert_nothing_left(gw)
 
 
-def test_a_server_that_ignores_sigterm_answers_normally_and_is_killed_afterwards(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "ignore-sigterm")})
-    gw.call_json("get_server_tools", {"agent_id": "dev", "server": "s"})
-    result, took = execute(gw, "s", "echo", {"text": "stubborn"}, timeout_ms=1500)
+def test_a_server_that_ignores_sigterm_answers_normally_and_is_killed_afterwards(gw):
+    gw.call_json("get_server_tools", {"agent_id": "dev", "server": "stubborn"})
+    result, took = execute(gw, "stubborn", "echo", {"text": "stubborn"}, timeout_ms=1500)
     assert harness.result_text(result) == "stubborn"  # not a TIMEOUT while the SDK waits for its exit
     assert took < 1.5 + MARGIN_S
     assert_nothing_left(gw)
 
 
 @pytest.mark.parametrize("how", ["at start", "during the call"])
-def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(gateway_for, tag, how):
-    mode = ("--mode", "grandchild") if how == "at start" else ()
-    gw = gateway_for({"s": harness.fault_server(tag, *mode)})
-    tool, args = ("echo", {"text": "x"}) if how == "at start" else ("spawn_grandchild", {})
-    result, _ = execute(gw, "s", tool, args)
+def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(gw, shared_tag, how):
+    server, tool, args = ("grandchild", "echo", {"text": "x"}) if how == "at start" else ("normal", "spawn_grandchild", {})
+    result, _ = execute(gw, server, tool, args)
     assert not result.is_error
-    assert harness.wait_no_tagged(tag) == []
+    assert harness.wait_no_tagged(shared_tag) == []
     assert_nothing_left(gw)
 
 
 
-def test_a_grandchild_that_left_the_process_group_with_setsid_does_not_outlive_the_call(gateway_for, tag):
-    gw = gateway_for({"s": harness.fault_server(tag, "--mode", "setsid-grandchild")})
-    result, _ = execute(gw, "s", "echo", {"text": "x"}, timeout_ms=SLOW_FAULT_MS)
+def test_a_grandchild_that_left_the_process_group_with_setsid_does_not_outlive_the_call(gw, shared_tag):
+    result, _ = execute(gw, "setsid", "echo", {"text": "x"}, timeout_ms=SLOW_FAULT_MS)
     assert not result.is_error, harness.result_text(result)
-    assert harness.wait_no_tagged(tag) == []
+    assert harness.wait_no_tagged(shared_tag) == []
     assert_nothing_left(gw)
 
-def test_many_failing_calls_in_a_row_leave_nothing_behind(gateway_for, tag):
-    gw = gateway_for({"crash": harness.fault_server(tag), "gone": harness.fault_server(tag, "--mode", "exit-at-once")})
+def test_many_failing_calls_in_a_row_leave_nothing_behind(gw):
     for _ in range(3):
-        assert error_of(execute(gw, "crash", "crash", {})[0])["code"] == SERVER_UNAVAILABLE
-        assert error_of(execute(gw, "gone")[0])["code"] == SERVER_UNAVAILABLE
+        assert error_of(execute(gw, "normal", "crash", {})[0])["code"] == SERVER_UNAVAILABLE
+        assert error_of(execute(gw, "exits")[0])["code"] == SERVER_UNAVAILABLE
     assert_nothing_left(gw)
 
 
 # --- HTTP servers ----------------------------------------------------------------------------
 
 
-def test_an_http_server_that_refuses_connections_is_server_unavailable(gateway_for):
-    gw = gateway_for({"web": harness.http_server(f"http://127.0.0.1:{harness.free_port()}/mcp")})
-    result, took = execute(gw, "web")
+def test_an_http_server_that_refuses_connections_is_server_unavailable(gw):
+    result, took = execute(gw, "refused")
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "connection failed" in error["message"]

@@ -48,24 +48,45 @@ def nested_list(depth: int) -> object:
     return value
 
 
+def explosive_server(case: str, cached: bool) -> str:
+    return f"{'cached' if cached else 'cold'}-{list(EXPLOSIVE).index(case)}"
+
+
+@pytest.fixture(scope="module")
+def explosive(shared_dir):
+    """One gateway with a server per case and cache state, each listing one tool `t` and
+    logging to a file of its own; the SDK is loaded before any test (a first listing), so
+    each call's 1 s deadline is the call's own."""
+    config = shared_dir.config_dir
+    servers, logs = {}, {}
+    for case, (properties, _) in EXPLOSIVE.items():
+        tool = {"name": "t", "inputSchema": {"type": "object", "properties": properties}}
+        for cached in (True, False):
+            name = explosive_server(case, cached)
+            logs[name] = config.path(f"{name}.log")
+            servers[name] = harness.listed_tools_server(config, shared_dir.tag, [tool], log=logs[name])
+    servers["warm"] = harness.listed_tools_server(config, shared_dir.tag, [{"name": "w", "inputSchema": {"type": "object"}}])
+    config.write(servers, EVERYTHING)
+    with config.raw_gateway(env=shared_dir.env) as raw:
+        raw.initialize()
+        raw.request("tools/call", {"name": "get_server_tools", "arguments": {"agent_id": "dev", "server": "warm"}}, timeout=30)
+        yield raw, logs
+        assert harness.protocol_problems(raw.all_stdout_bytes()) == []
+
+
 @pytest.mark.parametrize("cached", [True, False], ids=["schema from the cache", "schema listed in the call's session"])
 @pytest.mark.parametrize("case", list(EXPLOSIVE))
-def test_a_check_that_could_explode_is_left_to_the_server_and_a_ping_meanwhile_is_answered(config_dir, tag, case, cached):
-    properties, args = EXPLOSIVE[case]
-    log = config_dir.path("server.log")
-    tool = {"name": "t", "inputSchema": {"type": "object", "properties": properties}}
-    entry = harness.listed_tools_server(config_dir, tag, [tool], log=log)
-    config_dir.write({"s": entry, "warm": entry}, EVERYTHING)
-    with config_dir.raw_gateway() as raw:
-        raw.initialize()
-        # Loads the SDK (and fills the cache of "s", if asked), so the 1 s below is the call's own.
-        warm = "s" if cached else "warm"
-        raw.request("tools/call", {"name": "get_server_tools", "arguments": {"agent_id": "dev", "server": warm}}, timeout=30)
-        raw.send(execute_message("call", "s", "t", args, timeout_ms=1000))
-        assert raw.request("ping", {}, id="ping", timeout=10)["result"] == {}
-        answer = raw.response_for("call", timeout=30)
+def test_a_check_that_could_explode_is_left_to_the_server_and_a_ping_meanwhile_is_answered(explosive, case, cached):
+    raw, logs = explosive
+    server = explosive_server(case, cached)
+    if cached:  # fills the cache of this server (no other test uses it)
+        raw.request("tools/call", {"name": "get_server_tools", "arguments": {"agent_id": "dev", "server": server}},
+                    timeout=30)
+    raw.send(execute_message(f"call-{server}", server, "t", EXPLOSIVE[case][1], timeout_ms=1000))
+    assert raw.request("ping", {}, id=f"ping-{server}", timeout=10)["result"] == {}
+    answer = raw.response_for(f"call-{server}", timeout=30)
     assert answer["result"]["isError"] is False, answer
-    assert harness.count_events(log, "call", tool="t") == 1  # the server got the call and judged it
+    assert harness.count_events(logs[server], "call", tool="t") == 1  # the server got the call and judged it
 
 
 def test_an_expensive_schema_check_ends_at_the_calls_deadline_as_a_timeout(config_dir, tag):

@@ -64,7 +64,11 @@ def server_log(config_dir):
 
 @pytest.fixture
 def start(config_dir, tag, server_log):
-    """Starts gateways over one fault server; each is closed and its stdout checked."""
+    """Starts gateways over one fault server; each is closed and its stdout checked.
+
+    The handshake leaves out notifications/initialized (harness.RawProcess.initialize): these
+    promises are about the gateway's own answers to what arrives on the wire, which do not
+    depend on it, and the background SDK import it would start only delays each exit."""
     config_dir.write({"tools": harness.fault_server(tag, log=server_log)}, RULES)
     started = []
 
@@ -72,7 +76,7 @@ def start(config_dir, tag, server_log):
         raw = config_dir.raw_gateway("--audit-log", str(config_dir.path("audit.jsonl")), *args)
         started.append(raw)
         if initialize:
-            raw.initialize(initialize)
+            raw.initialize(initialize, announce=False)
         return raw
 
     yield start_gateway
@@ -90,9 +94,11 @@ def gateway(start):
 def shared(tmp_path_factory):
     """One gateway for the stateless promises: none of them reaches a server, and each
     one ends by proving the gateway still serves. Its stdout is checked at the end."""
-    config = harness.ConfigDir(tmp_path_factory.mktemp("shared") / "config")
+    root = tmp_path_factory.mktemp("shared")
+    config = harness.ConfigDir(root / "config")
     config.write({"tools": harness.fault_server("guarantee-input-shared")}, RULES)
-    raw = config.raw_gateway("--audit-log", str(config.path("audit.jsonl")))
+    raw = config.raw_gateway("--audit-log", str(config.path("audit.jsonl")),
+                             env=harness.user_dirs_env(root))  # not the developer's HOME
     raw.initialize()
     yield raw
     finish(raw)

@@ -73,14 +73,18 @@ def execute(gw: harness.Gateway, tool: str = "read_note"):
     return gw.call_tool("execute_tool", {"agent_id": "dev", "server": "notes", "tool": tool, "args": {}})
 
 
-def pin_and_stop(setup: Setup, tools: list[dict], mode: str | None = None) -> None:
-    setup.write(tools, mode)
-    with setup.gateway() as gw:
-        assert visible(gw) == [t["name"] for t in tools]
+def pinned(setup: Setup, tools: list[dict]) -> None:
+    """A server whose `tools` were pinned earlier: the pin file a first run of the gateway
+    writes (written here with the gateway's own writer; the first run itself is
+    test_first_sight_of_a_server_pins_every_tool_in_a_file_that_validates)."""
+    setup.write(tools)
+    pins.write_pins(pins.PinSet(str(setup.pins_file)).with_tools("notes", tools))
 
 
 def test_first_sight_of_a_server_pins_every_tool_in_a_file_that_validates(setup):
-    pin_and_stop(setup, [READ, WRITE])
+    setup.write([READ, WRITE])
+    with setup.gateway() as gw:
+        assert visible(gw) == ["read_note", "write_note"]
     data = json.loads(setup.pins_file.read_text())
     schema = json.loads((SCHEMA_DIR / pins.PINS_SCHEMA).read_text())
     assert list(Draft202012Validator(schema).iter_errors(data)) == []
@@ -90,7 +94,7 @@ def test_first_sight_of_a_server_pins_every_tool_in_a_file_that_validates(setup)
 
 
 def test_a_description_changed_between_two_runs_is_blocked_with_tool_changed(setup):
-    pin_and_stop(setup, [READ, WRITE])
+    pinned(setup, [READ, WRITE])
     setup.write([POISONED, WRITE])
     with setup.gateway() as gw:
         assert visible(gw) == ["write_note"]
@@ -107,7 +111,7 @@ def test_a_description_changed_between_two_runs_is_blocked_with_tool_changed(set
 
 
 def test_in_warn_mode_a_changed_tool_is_served_with_a_warning_in_meta_and_the_audit(setup):
-    pin_and_stop(setup, [READ])
+    pinned(setup, [READ])
     setup.write([POISONED], mode="warn")
     with setup.gateway() as gw:
         assert visible(gw) == ["read_note"]
@@ -133,7 +137,7 @@ def test_a_change_seen_after_a_reload_is_blocked_and_a_rules_reload_to_warn_serv
 
 
 def test_an_added_tool_is_blocked_and_a_removed_tool_is_simply_gone(setup):
-    pin_and_stop(setup, [READ])
+    pinned(setup, [READ])
     setup.write([WRITE])
     with setup.gateway() as gw:
         assert visible(gw) == []
@@ -141,7 +145,7 @@ def test_an_added_tool_is_blocked_and_a_removed_tool_is_simply_gone(setup):
 
 
 def test_pins_diff_shows_the_change_and_exits_1_then_approve_makes_it_exit_0(setup):
-    pin_and_stop(setup, [READ, WRITE])
+    pinned(setup, [READ, WRITE])
     assert setup.command("diff").returncode == 0
     setup.write([POISONED, WRITE])
     shown = setup.command("diff", "notes")
@@ -156,7 +160,7 @@ def test_pins_diff_shows_the_change_and_exits_1_then_approve_makes_it_exit_0(set
 
 
 def test_an_approval_takes_effect_in_the_running_gateway(setup):
-    pin_and_stop(setup, [READ])
+    pinned(setup, [READ])
     setup.write([POISONED])
     with setup.gateway() as gw:
         assert visible(gw) == []
@@ -169,13 +173,13 @@ def test_pins_shows_each_server_and_its_pinned_tools(setup):
     setup.write([READ])
     before = setup.command()
     assert before.returncode == 0 and "notes: not pinned yet" in before.stdout
-    pin_and_stop(setup, [READ])
+    pinned(setup, [READ])
     after = setup.command()
     assert f"read_note  sha256:{pins.fingerprint(READ)[:12]}" in after.stdout
 
 
 def test_a_bad_pin_file_is_reported_by_check_and_never_replaces_the_pins_in_force(setup):
-    pin_and_stop(setup, [READ])
+    pinned(setup, [READ])
     good = json.loads(setup.pins_file.read_text())
     setup.write([POISONED])
     with setup.gateway() as gw:

@@ -35,6 +35,16 @@ def start(config_dir, tag):
         gw.close()
 
 
+@pytest.fixture(scope="module")
+def gw(shared_dir):
+    """One gateway with the default budget for every test that only calls it: a budget is
+    applied per call, from the call's own arguments."""
+    config = shared_dir.config_dir
+    config.write({"shaped": shaped_server.entry(shared_dir.tag)}, RULES)
+    with config.gateway("--audit-log", str(config.path("audit.jsonl")), env=shared_dir.env) as gateway:
+        yield gateway
+
+
 def call(gw: harness.Gateway, tool: str, **arguments) -> mcp_types.CallToolResult:
     extra = {key: arguments.pop(key) for key in ("max_result_tokens",) if key in arguments}
     return gw.call_tool("execute_tool", {"agent_id": "dev", "server": "shaped", "tool": tool,
@@ -49,31 +59,28 @@ def audit_calls(config_dir) -> list[dict]:
     return [r for r in harness.read_log(config_dir.path("audit.jsonl")) if r.get("tool") == "execute_tool"]
 
 
-def test_text_over_the_budget_is_cut_at_it_with_a_final_note_on_how_to_ask_for_more(start, config_dir):
-    gw = start()
+def test_text_over_the_budget_is_cut_at_it_with_a_final_note_on_how_to_ask_for_more(gw, shared_dir):
     result = call(gw, "big_text", size=30_000, blocks=5, max_result_tokens=10_000)
     *kept, note = texts(result)
     assert sum(len(t) for t in kept) == 10_000 * budget.CHARS_PER_TOKEN
     assert kept[0] == "a" * 30_000 and kept[1] == "b" * 10_000
     assert note.startswith(budget.NOTE_PREFIX)
     assert "110000 of 150000 characters" in note and "max_result_tokens=37500" in note
-    record = audit_calls(config_dir)[-1]
+    record = audit_calls(shared_dir.config_dir)[-1]
     assert record["result_chars"] > 150_000
     assert record["returned_chars"] == len(json.dumps(result.model_dump(by_alias=True, exclude_none=True,
                                                                          exclude={"result_type"}),
                                                       ensure_ascii=False, separators=(",", ":")))
 
 
-def test_a_result_within_the_budget_passes_unchanged_and_the_audit_says_nothing_was_cut(start, config_dir):
-    gw = start()
+def test_a_result_within_the_budget_passes_unchanged_and_the_audit_says_nothing_was_cut(gw, shared_dir):
     result = call(gw, "big_text", size=1_000)
     assert texts(result) == ["a" * 1_000]
-    record = audit_calls(config_dir)[-1]
+    record = audit_calls(shared_dir.config_dir)[-1]
     assert record["result_chars"] == record["returned_chars"]
 
 
-def test_the_default_budget_is_25000_tokens_and_the_argument_may_ask_for_more(start):
-    gw = start()
+def test_the_default_budget_is_25000_tokens_and_the_argument_may_ask_for_more(gw):
     assert sum(map(len, texts(call(gw, "big_text", size=120_000))[:-1])) == 25_000 * 4
     assert texts(call(gw, "big_text", size=120_000, max_result_tokens=40_000)) == ["a" * 120_000]
 
@@ -91,8 +98,7 @@ def test_the_argument_cannot_ask_for_more_than_the_message_limit():
     assert budget.resolve_tokens(None, 300, 25_000, cap_tokens=10_000) == 300
 
 
-def test_an_image_is_kept_whole_while_the_text_beside_it_is_cut(start):
-    gw = start()
+def test_an_image_is_kept_whole_while_the_text_beside_it_is_cut(gw):
     result = call(gw, "big_image", size=2_000, max_result_tokens=600)
     image = [b for b in result.content if isinstance(b, mcp_types.ImageContent)]
     assert len(image) == 1 and len(image[0].data) == 2_000
@@ -102,8 +108,7 @@ def test_an_image_is_kept_whole_while_the_text_beside_it_is_cut(start):
     assert budget.NOTE_PREFIX in note
 
 
-def test_an_image_alone_over_the_budget_is_replaced_by_a_block_that_says_so(start):
-    gw = start()
+def test_an_image_alone_over_the_budget_is_replaced_by_a_block_that_says_so(gw):
     result = call(gw, "big_image", size=8_000, max_result_tokens=1_000)
     assert not [b for b in result.content if isinstance(b, mcp_types.ImageContent)]
     caption, note = texts(result)
@@ -111,8 +116,7 @@ def test_an_image_alone_over_the_budget_is_replaced_by_a_block_that_says_so(star
     assert "image block" in note and "alone exceeds the budget" in note
 
 
-def test_structured_content_is_dropped_with_a_note_when_the_text_carries_the_same_data(start):
-    gw = start()
+def test_structured_content_is_dropped_with_a_note_when_the_text_carries_the_same_data(gw):
     whole = call(gw, "big_structured", size=2_000)
     assert whole.structured_content["items"]
     result = call(gw, "big_structured", size=2_000, max_result_tokens=600)
@@ -122,8 +126,7 @@ def test_structured_content_is_dropped_with_a_note_when_the_text_carries_the_sam
     assert "structuredContent was left out" in note
 
 
-def test_an_error_result_is_never_cut_below_a_readable_length(start):
-    gw = start()
+def test_an_error_result_is_never_cut_below_a_readable_length(gw):
     result = call(gw, "big_error", size=10_000, max_result_tokens=10)
     assert result.is_error
     message, note = texts(result)

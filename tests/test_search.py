@@ -34,14 +34,15 @@ RULES = {"agents": {"dev": {
 }}}
 
 
-@pytest.fixture
-def gateway(config_dir, tag):
-    servers = {}
+@pytest.fixture(scope="module")
+def gateway(shared_dir):
+    """One gateway for every test here: each only searches."""
+    config_dir, servers = shared_dir.config_dir, {}
     for name, tools in TOOLS.items():
         path = harness.write_json(config_dir.path(f"{name}.tools.json"), tools)
-        servers[name] = shaped_server.entry(tag, path, description=f"The {name} server")
+        servers[name] = shaped_server.entry(shared_dir.tag, path, description=f"The {name} server")
     config_dir.write(servers, RULES)
-    with config_dir.gateway() as gw:
+    with config_dir.gateway(env=shared_dir.env) as gw:
         yield gw
 
 

@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 
 START_BOUND_MS = 60_000  # bound on a spare starting, for a server without timeout_ms
 CLOSE_RETRY_S = 0.02  # a spare closed while its process is being spawned looks again this soon
+# A taken spare's successor starts when its call is answered, or this long after the call
+# began if it is still running, whichever first. Not at once: on two cores a start-up beside
+# a call of a few ms slows that call down (measured in tests/benchmark_spares.py, see README's
+# Sessions); a call still running after this long is one whose own work dominates.
+SUCCESSOR_DELAY_S = 0.1
 EXIT_STATUS_WAIT_S = 0.5  # as for per-call sessions: let a crashed server be reaped before saying how it ended
 
 Work = Callable[[Any], Any]
@@ -83,6 +88,7 @@ class Spare(loop.LoopProcesses):
         self._on_closed: Callable[[], None] | None = None
         self._serving = False
         self._aborted = False
+        self._successor = False  # whether this spare's successor was started
         self._outcome: tuple[str, str | None] = (CLOSED, None)
 
     # --- other threads -----------------------------------------------------------------
@@ -125,6 +131,14 @@ class Spare(loop.LoopProcesses):
             serving, event_loop, scope = self._serving, self._loop, self._scope
         if event_loop is not None:
             loop.call_soon(event_loop, scope.cancel if serving and scope is not None else self._begin_close)
+
+    def start_successor(self) -> None:
+        """Once per taken spare: the pool starts the server's next spare (from any thread)."""
+        with self._lock:
+            if self._successor:
+                return
+            self._successor = True
+        self._pool.successor_due(self.spec)
 
     def timeout_error(self, timeout_s: float) -> GatewayError:
         return ToolTimeout(f"Server {self.spec.name!r} did not answer within {round(timeout_s * 1000)} ms")
@@ -248,6 +262,7 @@ class Spare(loop.LoopProcesses):
                 return "wait"
             self._serving = True
         self._pool.serving(self)
+        self._loop.call_later(SUCCESSOR_DELAY_S, self.start_successor)  # unless the answer comes first
         return "serve"
 
     async def _run_work(self, session: Any) -> None:

@@ -72,7 +72,7 @@ class _Record:
     backoff_s: float = 0.0
     retry_at: float = 0.0  # monotonic; no new spare before it
     idle_closed: bool = False
-    in_flight: int = 0  # calls taken (by a spare or fresh) and not yet answered
+    fresh_in_flight: int = 0  # calls that took no spare and are not answered yet
 
 
 class SparePool:
@@ -97,41 +97,52 @@ class SparePool:
     def take(self, spec: ServerSpec) -> Spare | None:
         """The server's waiting spare if it was started for exactly `spec`; else None.
 
-        Counts a call in flight until `answered`. A spare started for another spec (the
-        entry or a ${VAR} value changed) is closed.
+        Either way the call must be `answered`. A spare started for another spec (the entry
+        or a ${VAR} value changed) is closed.
         """
         with self._lock:
             record = self._record(spec.name)
-            record.in_flight += 1
-            spare = record.spare
-            if spare is None:
-                return None
-            if spare.spec != spec:
-                record.spare = None
-                stale = spare
-            elif spare.claim():
+            spare, stale = record.spare, None
+            if spare is not None and spare.spec != spec:
+                record.spare, stale = None, spare
+            elif spare is not None and spare.claim():
                 record.spare = None
                 return spare
-            else:
-                return None  # still starting: it serves the next call
-        stale.close("its config entry changed", CLOSED)
+            record.fresh_in_flight += 1  # none, changed, or still starting (it serves the next call)
+        if stale is not None:
+            stale.close("its config entry changed", CLOSED)
         return None
 
     def counted_fresh(self, spec: ServerSpec) -> None:
         with self._lock:
             self._record(spec.name).served_fresh += 1
 
-    def answered(self, spec: ServerSpec) -> None:
-        """A call of the server has its answer: start the next spare if no other call waits.
+    def answered(self, spec: ServerSpec, spare: Spare | None = None) -> None:
+        """A call of the server has its answer; `spare` is the one it took, if any.
 
-        Not at once when a spare is taken: on a 2-core machine a start-up beside calls still
-        waiting for theirs slows them down (measured: a call on a spare took 2.5 times a
-        kept-alive call while its successor started; a burst of 10 took 1.1 times as long).
+        A taken spare's successor is due now, unless it was already: the spare asks for it
+        SUCCESSOR_DELAY_S after its call began (spare_session.py). The last answer of the
+        calls that took no spare starts one too (`lazy`'s first call, a burst's end).
         """
+        if spare is not None:
+            spare.start_successor()  # once per spare: calls successor_due
+            return
         with self._lock:
             record = self._record(spec.name)
-            record.in_flight -= 1
-            if record.in_flight > 0:
+            record.fresh_in_flight -= 1
+            last = record.fresh_in_flight == 0
+        if last:
+            self.replenish(spec)
+
+    def successor_due(self, spec: ServerSpec) -> None:
+        """A taken spare's successor, unless calls of the server that took none are in flight.
+
+        Those are a burst starting its own processes: on two cores a start-up beside them
+        slows them down, and the last of them to be answered starts the spare instead
+        (measured in tests/benchmark_spares.py: see README's Sessions).
+        """
+        with self._lock:
+            if self._record(spec.name).fresh_in_flight > 0:
                 return
         self.replenish(spec)
 

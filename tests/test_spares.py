@@ -22,6 +22,7 @@ from gateway_lib.config import load_servers
 from gateway_lib.downstream import Downstream
 from gateway_lib.downstream.spares import EAGER, SpareSettings
 from gateway_lib.errors import SERVER_UNAVAILABLE, ConfigError
+from gateway_lib.pins import PINS_NAME
 
 COUNTER_SERVER = harness.SERVERS_DIR / "call_counter_server.py"
 CRASH_LOOP_SERVER = harness.SERVERS_DIR / "crash_loop_server.py"
@@ -71,6 +72,13 @@ def starts(log) -> int:
 
 def alive(pid: int, tag: str) -> bool:
     return pid in harness.tagged_pids(tag)
+
+
+def pinned_servers(config_dir: harness.ConfigDir) -> set[str]:
+    try:
+        return set(json.loads((config_dir.root / PINS_NAME).read_text(encoding="utf-8"))["servers"])
+    except FileNotFoundError:
+        return set()
 
 
 def error_code(result) -> str:
@@ -124,6 +132,8 @@ def test_eager_is_the_default_and_fills_every_tool_cache_so_the_first_get_server
             assert harness.wait_until(lambda: harness.count_events(logs[name], "request", method="tools/list"), WAIT_S)
         assert harness.wait_until(lambda: len(harness.tagged_pids(tag)) == 1, 10)  # only the spare is left
         before = {name: starts(log) for name, log in logs.items()}
+        # Trust on first use happened as the warm-up listed them, off every agent's clock.
+        assert harness.wait_until(lambda: pinned_servers(config_dir) == set(logs), WAIT_S), pinned_servers(config_dir)
 
         for name in logs:
             tools = gw.call_json("get_server_tools", {"server": name})["tools"]
@@ -338,6 +348,8 @@ def test_a_burst_of_calls_takes_the_spare_for_one_and_every_call_is_answered_onc
         assert spare["pid"] in {a["pid"] for a in answers}
         status = spare_of(gw)
         assert status["served_by_spare"] >= 1 and status["served_by_spare"] + status["served_fresh"] == 10
+        after = wait_spare(gw, other_than=spare["pid"])  # the next spare, ready after the burst
+        assert after["pid"] not in {a["pid"] for a in answers}
 
 
 # --- config -------------------------------------------------------------------------------------

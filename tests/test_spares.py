@@ -118,6 +118,22 @@ def test_a_taken_spare_is_replaced_in_the_background_by_a_fresh_process(config_d
         assert served(gw) == {"pid": second["pid"], "calls": 1, "lists": 0, "probe": None}
 
 
+def test_a_spare_taken_by_a_long_call_has_its_successor_ready_before_that_call_is_answered(config_dir, tag):
+    config_dir.write({"srv": counter(tag)}, RULES)
+    with gateway(config_dir) as gw, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = wait_spare(gw)
+        long_call = pool.submit(gw.call_json, "execute_tool", {"server": "srv", "tool": "sleep", "args": {"seconds": 60}},
+                                timeout=90)
+
+        second = wait_spare(gw, other_than=first["pid"])  # started 100 ms into the call, not at its answer
+
+        assert not long_call.done()
+        assert spare_of(gw)["served_by_spare"] == 1 and alive(first["pid"], tag)  # the first is still serving
+        assert served(gw)["pid"] == second["pid"]
+        gw.close(check=False)  # shutting down ends the long call, which the pool then need not wait for
+        assert long_call in concurrent.futures.wait([long_call], timeout=30).done
+
+
 def test_eager_is_the_default_and_fills_every_tool_cache_so_the_first_get_server_tools_opens_no_session(config_dir, tag):
     logs = {name: config_dir.path(f"{name}.jsonl") for name in ("spared", "unspared", "kept")}
     config_dir.write({

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .audit import utc_now
 from .errors import ConfigError, Problem, ToolChanged
@@ -328,3 +328,20 @@ class PinStore:
     def _record(self, event: str, **fields: Any) -> None:
         if self._audit is not None:
             self._audit.record(event, **fields)
+
+
+class PinnedLists:
+    """Where lists fetched off a call go (the eager warm-up, a spare starting): into the tool
+    cache, and judged against the pins as any listing is. Trust on first use then writes the
+    pin file at that first listing, not during the agent's first get_server_tools."""
+
+    def __init__(self, catalog: Any, pins: PinStore, mode: Callable[[], str]):
+        self._catalog = catalog
+        self._pins = pins
+        self._mode = mode  # the rules' on_tool_change, read at each listing
+
+    def is_cached(self, spec: Any) -> bool:
+        return self._catalog.is_cached(spec)
+
+    def store(self, spec: Any, tools: list[dict]) -> None:
+        self._pins.review(spec.name, self._catalog.store(spec, tools), self._mode())

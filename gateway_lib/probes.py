@@ -64,7 +64,8 @@ class Probes:
                 "downstream_sessions_opened": status["sessions_opened"],
                 "kept_alive_sessions_open": len(status["kept_sessions"]),
                 "reloads": {kind: {"applied": s["success_count"], "rejected": s["attempt_count"] - s["success_count"]}
-                            for kind, s in self._reloader.status().items()}}
+                            for kind, s in self._reloader.status().items()},
+                "per_call_calls": _per_call_calls(status)}
 
     def metrics_text(self) -> str:
         calls = Family("gateway_tool_calls_total", "counter", "Gateway tool calls by agent, tool and outcome.")
@@ -98,7 +99,19 @@ class Probes:
             family = Family(name, "gauge", text)
             family.add(gauges[key])
             families.append(family)
+        served = Family("gateway_per_call_calls_total", "counter",
+                        "Calls of per-call servers by what served them: a warm spare, or a process started for the call.")
+        for server, counts in sorted(gauges["per_call_calls"].items()):
+            for served_by, n in counts.items():
+                served.add(n, server=server, served_by=served_by)
+        families.append(served)
         uptime = Family("gateway_uptime_seconds", "gauge", "Seconds since the gateway started.")
         uptime.add(self.uptime_s())
         families.append(uptime)
         return render(families)
+
+
+def _per_call_calls(status: dict) -> dict[str, dict[str, int]]:
+    """Per server, its per-call calls served by a spare and by a fresh session (downstream.spares)."""
+    return {server: {"spare": spare["served_by_spare"], "fresh": spare["served_fresh"]}
+            for server, spare in status.get("spares", {}).items()}

@@ -34,7 +34,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     from .lifecycle import ThreadDeaths, exit_now_if_stuck
     from .methods import McpProtocol
     from .metrics import Metrics
-    from .pins import PinStore
+    from .pins import PinnedLists, PinStore
     from .relay import DEFAULT_MAX_TIMEOUT_MS
     from .reload import DEFAULT_DEBOUNCE_S, Reloader, startup_warnings
     from .rpc import Endpoint
@@ -96,7 +96,8 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     downstream = Downstream(errlog=sys.stderr, spares=SpareSettings(serve.init_strategy, serve.spare_idle_s),
                             token_store=oauth_tokens)
     catalog = ToolCatalog(downstream.list_tools, ttl_s=serve.tool_cache_ttl_s)
-    downstream.use_tool_lists(catalog)  # a spare lists a server's tools into the cache as it starts
+    # A spare lists a server's tools into the cache as it starts (pinned then, on first use).
+    downstream.use_tool_lists(PinnedLists(catalog, pin_store, lambda: store.current().rules.on_tool_change))
     reloader = Reloader(store, mcp_path, rules_path, environ, audit)
     reloader.add_servers_listener(catalog.forget_missing)
     reloader.add_servers_listener(downstream.retire)  # closes kept-alive sessions of changed servers

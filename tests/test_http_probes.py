@@ -160,6 +160,31 @@ def test_metrics_come_as_json_in_the_seeds_shape_when_asked(gateway):
     assert body["operations"]["dev"]["list_servers"]["count"] == 1
 
 
+def test_metrics_count_per_call_calls_served_by_a_spare_and_by_a_fresh_process_in_both_forms(config_dir, tag):
+    config_dir.write({"spared": harness.fault_server(tag), "unspared": harness.fault_server(tag, spare=False)},
+                     {"agents": {"dev": {"allow": {"servers": ["*"]}}}})
+    with HttpGatewayProcess(config_dir, "--debug", env={"GATEWAY_INIT_STRATEGY": "eager"}) as process:
+        raw = process.raw()
+        session = raw.initialize()
+
+        def spare_ready() -> bool:
+            status = raw.call_result(session, "get_gateway_status", {"agent_id": "dev"})["structuredContent"]
+            return status["downstream"]["spares"].get("spared", {}).get("ready", False)
+
+        assert harness.wait_until(spare_ready, timeout=30)
+        for server in ("spared", "unspared"):
+            raw.call_result(session, "execute_tool", {"agent_id": "dev", "server": server, "tool": "echo",
+                                                      "args": {"text": "hi"}})
+        families = parse_prometheus(raw.request("GET", "/metrics").body.decode())
+        body = raw.request("GET", "/metrics", headers={"Accept": "application/json"}).json()
+
+    expected = {("spared", "spare"): 1, ("spared", "fresh"): 0, ("unspared", "spare"): 0, ("unspared", "fresh"): 1}
+    served = families["gateway_per_call_calls_total"]
+    assert served["type"] == "counter"
+    assert {(s[1]["server"], s[1]["served_by"]): s[2] for s in served["samples"]} == expected
+    assert {(server, by): n for server, counts in body["per_call_calls"].items() for by, n in counts.items()} == expected
+
+
 def test_label_values_are_escaped_as_the_exposition_format_says():
     hostile = 'a"b\\c\nd'
     family = Family("x_total", "counter", "help")

@@ -22,6 +22,7 @@ from gateway_lib.config import load_servers
 from gateway_lib.downstream import Downstream
 from gateway_lib.downstream.spares import EAGER, SpareSettings
 from gateway_lib.errors import SERVER_UNAVAILABLE, ConfigError
+from gateway_lib.pins import PINS_NAME
 
 COUNTER_SERVER = harness.SERVERS_DIR / "call_counter_server.py"
 CRASH_LOOP_SERVER = harness.SERVERS_DIR / "crash_loop_server.py"
@@ -73,6 +74,13 @@ def alive(pid: int, tag: str) -> bool:
     return pid in harness.tagged_pids(tag)
 
 
+def pinned_servers(config_dir: harness.ConfigDir) -> set[str]:
+    try:
+        return set(json.loads((config_dir.root / PINS_NAME).read_text(encoding="utf-8"))["servers"])
+    except FileNotFoundError:
+        return set()
+
+
 def error_code(result) -> str:
     assert result.is_error, harness.result_text(result)
     return json.loads(result.content[0].text)["error"]["code"]
@@ -110,6 +118,22 @@ def test_a_taken_spare_is_replaced_in_the_background_by_a_fresh_process(config_d
         assert served(gw) == {"pid": second["pid"], "calls": 1, "lists": 0, "probe": None}
 
 
+def test_a_spare_taken_by_a_long_call_has_its_successor_ready_before_that_call_is_answered(config_dir, tag):
+    config_dir.write({"srv": counter(tag)}, RULES)
+    with gateway(config_dir) as gw, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first = wait_spare(gw)
+        long_call = pool.submit(gw.call_json, "execute_tool", {"server": "srv", "tool": "sleep", "args": {"seconds": 60}},
+                                timeout=90)
+
+        second = wait_spare(gw, other_than=first["pid"])  # started 100 ms into the call, not at its answer
+
+        assert not long_call.done()
+        assert spare_of(gw)["served_by_spare"] == 1 and alive(first["pid"], tag)  # the first is still serving
+        assert served(gw)["pid"] == second["pid"]
+        gw.close(check=False)  # shutting down ends the long call, which the pool then need not wait for
+        assert long_call in concurrent.futures.wait([long_call], timeout=30).done
+
+
 def test_eager_is_the_default_and_fills_every_tool_cache_so_the_first_get_server_tools_opens_no_session(config_dir, tag):
     logs = {name: config_dir.path(f"{name}.jsonl") for name in ("spared", "unspared", "kept")}
     config_dir.write({
@@ -124,6 +148,8 @@ def test_eager_is_the_default_and_fills_every_tool_cache_so_the_first_get_server
             assert harness.wait_until(lambda: harness.count_events(logs[name], "request", method="tools/list"), WAIT_S)
         assert harness.wait_until(lambda: len(harness.tagged_pids(tag)) == 1, 10)  # only the spare is left
         before = {name: starts(log) for name, log in logs.items()}
+        # Trust on first use happened as the warm-up listed them, off every agent's clock.
+        assert harness.wait_until(lambda: pinned_servers(config_dir) == set(logs), WAIT_S), pinned_servers(config_dir)
 
         for name in logs:
             tools = gw.call_json("get_server_tools", {"server": name})["tools"]
@@ -338,6 +364,8 @@ def test_a_burst_of_calls_takes_the_spare_for_one_and_every_call_is_answered_onc
         assert spare["pid"] in {a["pid"] for a in answers}
         status = spare_of(gw)
         assert status["served_by_spare"] >= 1 and status["served_by_spare"] + status["served_fresh"] == 10
+        after = wait_spare(gw, other_than=spare["pid"])  # the next spare, ready after the burst
+        assert after["pid"] not in {a["pid"] for a in answers}
 
 
 # --- config -------------------------------------------------------------------------------------

@@ -210,7 +210,7 @@ class Downstream:
             return self._per_call.run(spec, method, work, deadline, timeout_s, cancel, on_closed, relay)
         finally:
             if pooled:
-                self._spares.answered(spec)  # starts the next spare once no call of the server waits
+                self._spares.answered(spec, spare)  # a taken spare's successor starts, if it has not yet
 
     def _list_once(self, spec: ServerSpec, stop: threading.Event) -> list[dict]:
         """The tool list on one transient per-call session, whatever the server's strategy."""

@@ -1,6 +1,6 @@
-"""Warm spare sessions: per-call sessions of stdio servers, started before a call needs them.
+"""Warm spare sessions: the pool that starts, hands out, replaces and closes them.
 
-A spare is started, initialized and (when the tool cache needs it) has listed the server's
+A spare (spare_session.py) is started, initialized and (when the tool cache needs it) has listed the server's
 tools; then it waits for exactly one request, serves it, and closes like any per-call
 session. Every call therefore still runs in a process no other call touched: a spare only
 moves the server's start-up off the call's clock.
@@ -14,28 +14,28 @@ after the second failure in a row only once a growing backoff has passed: never 
 loop. Failures are logged once per streak, shown in status, and never fail a call: the
 call starts its own process as it would without spares.
 
-Only stdio servers get spares: their session costs a process start-up, and a dead spare is
+The eager start after the handshake is spare_warmup.py's. Only stdio servers get spares: their session costs a process start-up, and a dead spare is
 seen at once (its process exits). An HTTP session costs a connection, and one left waiting
 could be expired by the server unseen.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import contextlib
 import logging
-import math
-import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Protocol, TextIO
+from typing import Callable, Mapping, TextIO
 
-from ..errors import GatewayError, RequestCancelled, ServerUnavailable, ToolTimeout
-from ..model import PER_CALL, STDIO, ServerSpec
-from . import loop, sdk, waiting
-from .oauth import OAuthGate, SessionAuth
-from .translate import READY, STARTING, first_leaf, translate, unreadable
+from ..errors import ServerUnavailable
+from ..model import ServerSpec
+from .oauth import OAuthGate
+from .spare_session import (CLOSED, FAILED, IDLE, STATE_TAKEN, STATE_WAITING, Spare, SpareGone, ToolLists,
+                            may_have_spare)
+from .spare_warmup import WARM_STEP_S, Warmup
+
+__all__ = ["EAGER", "LAZY", "OFF", "STRATEGIES", "DEFAULT_IDLE_S", "WARM_STEP_S", "SpareGone", "SparePool",
+           "SpareSettings", "ToolLists", "may_have_spare"]
 
 log = logging.getLogger(__name__)
 
@@ -44,18 +44,6 @@ STRATEGIES = (EAGER, LAZY, OFF)
 DEFAULT_IDLE_S = 600.0
 BACKOFF_BASE_S = 2.0  # the wait after a second failure in a row; doubled by each further one
 BACKOFF_CAP_S = 300.0
-WARM_AT_ONCE = 2  # servers warmed at the same time after the handshake: a 2-core machine stays usable
-WARM_STEP_S = 60.0
-START_BOUND_MS = 60_000  # bound on a spare starting, for a server without timeout_ms  # bound on one warm-up step (a spare starting, or a listing session)
-CLOSE_RETRY_S = 0.02  # a spare closed while its process is being spawned looks again this soon
-EXIT_STATUS_WAIT_S = 0.5  # as for per-call sessions: let a crashed server be reaped before saying how it ended
-
-Work = Callable[[Any], Any]
-
-# What a spare's life came to (see SparePool._ended).
-_SERVED, _FAILED, _IDLE, _CLOSED = "served", "failed", "idle", "closed"
-# A spare's own state: STARTING -> WAITING -> TAKEN, or -> CLOSING from the first two.
-_STARTING, _WAITING, _TAKEN, _CLOSING = "starting", "waiting", "taken", "closing"
 
 
 @dataclass(frozen=True)
@@ -66,22 +54,6 @@ class SpareSettings:
     idle_s: float = DEFAULT_IDLE_S
 
 
-class ToolLists(Protocol):
-    """Where a spare puts the tool list it fetched (the gateway's ToolCatalog)."""
-
-    def is_cached(self, spec: ServerSpec) -> bool: ...
-
-    def store(self, spec: ServerSpec, tools: list[dict]) -> None: ...
-
-
-class SpareGone(Exception):
-    """The spare ended before the call reached it; a fresh session takes the call."""
-
-
-def may_have_spare(spec: ServerSpec) -> bool:
-    return spec.session == PER_CALL and spec.transport == STDIO and spec.spare and not spec.unusable
-
-
 def backoff_s(failures: int) -> float:
     """How long to wait before the next spare after `failures` failures in a row."""
     if failures <= 1:
@@ -89,7 +61,6 @@ def backoff_s(failures: int) -> float:
     return min(BACKOFF_BASE_S * 2 ** (failures - 2), BACKOFF_CAP_S)
 
 
-@dataclass
 class _Record:
     """One server's spare (if any) and its counters; guarded by the pool's lock."""
 
@@ -101,7 +72,7 @@ class _Record:
     backoff_s: float = 0.0
     retry_at: float = 0.0  # monotonic; no new spare before it
     idle_closed: bool = False
-    in_flight: int = 0  # calls taken (by a spare or fresh) and not yet answered
+    fresh_in_flight: int = 0  # calls that took no spare and are not answered yet
 
 
 class SparePool:
@@ -126,41 +97,52 @@ class SparePool:
     def take(self, spec: ServerSpec) -> Spare | None:
         """The server's waiting spare if it was started for exactly `spec`; else None.
 
-        Counts a call in flight until `answered`. A spare started for another spec (the
-        entry or a ${VAR} value changed) is closed.
+        Either way the call must be `answered`. A spare started for another spec (the entry
+        or a ${VAR} value changed) is closed.
         """
         with self._lock:
             record = self._record(spec.name)
-            record.in_flight += 1
-            spare = record.spare
-            if spare is None:
-                return None
-            if spare.spec != spec:
-                record.spare = None
-                stale = spare
-            elif spare.claim():
+            spare, stale = record.spare, None
+            if spare is not None and spare.spec != spec:
+                record.spare, stale = None, spare
+            elif spare is not None and spare.claim():
                 record.spare = None
                 return spare
-            else:
-                return None  # still starting: it serves the next call
-        stale.close("its config entry changed", _CLOSED)
+            record.fresh_in_flight += 1  # none, changed, or still starting (it serves the next call)
+        if stale is not None:
+            stale.close("its config entry changed", CLOSED)
         return None
 
     def counted_fresh(self, spec: ServerSpec) -> None:
         with self._lock:
             self._record(spec.name).served_fresh += 1
 
-    def answered(self, spec: ServerSpec) -> None:
-        """A call of the server has its answer: start the next spare if no other call waits.
+    def answered(self, spec: ServerSpec, spare: Spare | None = None) -> None:
+        """A call of the server has its answer; `spare` is the one it took, if any.
 
-        Not at once when a spare is taken: on a 2-core machine a start-up beside calls still
-        waiting for theirs slows them down (measured: a call on a spare took 2.5 times a
-        kept-alive call while its successor started; a burst of 10 took 1.1 times as long).
+        A taken spare's successor is due now, unless it was already: the spare asks for it
+        SUCCESSOR_DELAY_S after its call began (spare_session.py). The last answer of the
+        calls that took no spare starts one too (`lazy`'s first call, a burst's end).
         """
+        if spare is not None:
+            spare.start_successor()  # once per spare: calls successor_due
+            return
         with self._lock:
             record = self._record(spec.name)
-            record.in_flight -= 1
-            if record.in_flight > 0:
+            record.fresh_in_flight -= 1
+            last = record.fresh_in_flight == 0
+        if last:
+            self.replenish(spec)
+
+    def successor_due(self, spec: ServerSpec) -> None:
+        """A taken spare's successor, unless calls of the server that took none are in flight.
+
+        Those are a burst starting its own processes: on two cores a start-up beside them
+        slows them down, and the last of them to be answered starts the spare instead
+        (measured in tests/benchmark_spares.py: see README's Sessions).
+        """
+        with self._lock:
+            if self._record(spec.name).fresh_in_flight > 0:
                 return
         self.replenish(spec)
 
@@ -207,7 +189,7 @@ class SparePool:
             fresh = [spec for name, spec in servers.items() if name not in self._records]
         for name, spare in stale:
             reason = "its config entry was removed" if name not in servers else "its config entry changed"
-            spare.close(reason, _CLOSED)
+            spare.close(reason, CLOSED)
         if self.settings.strategy == EAGER:
             for spec in [servers[name] for name, _ in stale if name in servers] + fresh:
                 self.replenish(spec)
@@ -224,7 +206,7 @@ class SparePool:
         for warmup in warmups:
             warmup.stop()
         for spare in spares:
-            spare.close("the gateway is shutting down", _CLOSED)
+            spare.close("the gateway is shutting down", CLOSED)
             spare.abort(ServerUnavailable(f"Server {spare.spec.name!r} was stopped: the gateway is shutting down"))
         return spares
 
@@ -250,9 +232,9 @@ class SparePool:
             record = self._record(spare.spec.name)
             if record.spare is spare:
                 record.spare = None
-            if outcome == _IDLE:
+            if outcome == IDLE:
                 record.idle_closed = True
-            if outcome != _FAILED:
+            if outcome != FAILED:
                 return
             record.failures += 1
             record.last_error = error
@@ -273,14 +255,14 @@ class SparePool:
     @property
     def serving_count(self) -> int:
         with self._lock:
-            return sum(1 for spare in self._alive if spare.state == _TAKEN)
+            return sum(1 for spare in self._alive if spare.state == STATE_TAKEN)
 
     def _record(self, name: str) -> _Record:
         return self._records.setdefault(name, _Record())
 
 
 def _status(record: _Record, spare: Spare | None, now: float) -> dict:
-    ready = spare is not None and spare.state == _WAITING
+    ready = spare is not None and spare.state == STATE_WAITING
     if spare is not None:
         state = "ready" if ready else spare.state
     elif record.idle_closed:
@@ -316,298 +298,3 @@ def _rss_bytes(pid: int | None) -> int | None:
     except OSError:
         pass
     return None
-
-
-class Spare(loop.LoopProcesses):
-    """One spare session: its thread, its event loop, and the process it started.
-
-    `state` and the handed-over call are guarded by `_lock`; the pool's lock is never taken
-    while holding it.
-    """
-
-    def __init__(self, pool: SparePool, spec: ServerSpec, errlog: TextIO, lists: ToolLists | None, idle_s: float,
-                 auth: SessionAuth | None = None):
-        self.spec = spec
-        self.auth = auth
-        self.errlog = errlog
-        self.method = "initialize"  # what `translate` reports while starting; then the served request's
-        self.phase = STARTING
-        self.state = _STARTING
-        self.pid: int | None = None
-        self.future: concurrent.futures.Future = concurrent.futures.Future()  # the served request's outcome
-        self.settled = threading.Event()  # set once the spare is waiting, or has ended
-        self.thread = threading.Thread(target=self._main, name=f"downstream-spare-{spec.name}", daemon=True)
-        self._pool = pool
-        self._lists = lists
-        self._idle_s = idle_s
-        self._lock = threading.Lock()
-        self._loop: Any = None
-        self._scope: Any = None
-        self._wake: Any = None  # a loop event: work was handed over, or the spare is closing
-        self._work: Work | None = None
-        self._on_closed: Callable[[], None] | None = None
-        self._serving = False
-        self._aborted = False
-        self._outcome: tuple[str, str | None] = (_CLOSED, None)
-
-    # --- other threads -----------------------------------------------------------------
-
-    def claim(self) -> bool:
-        """WAITING -> TAKEN, for the one call that will use this spare (under the pool's lock)."""
-        with self._lock:
-            if self.state != _WAITING or self.exited():
-                return False
-            self.state = _TAKEN
-            return True
-
-    def close(self, reason: str, outcome: str) -> bool:
-        """Close without serving, if the spare is not taken; safe from any thread."""
-        with self._lock:
-            if self.state not in (_STARTING, _WAITING):
-                return False
-            self.state = _CLOSING
-            self._outcome = (outcome, reason)
-            event_loop, scope = self._loop, self._scope
-        log.debug("Closing a spare session of server %r: %s", self.spec.name, reason)
-        if event_loop is not None:
-            loop.call_soon(event_loop, self._begin_close)
-        return True
-
-    def serve(self, method: str, work: Work, deadline: float, timeout_s: float, cancel: threading.Event | None,
-              on_closed: Callable[[], None] | None) -> Any:
-        """Run `work` on this (claimed) spare; SpareGone if it ended before the call reached it."""
-        with self._lock:
-            self.method, self._work, self._on_closed = method, work, on_closed
-            event_loop = self._loop
-        loop.call_soon(event_loop, self._wake.set)
-        return waiting.result_by(self.future, deadline, cancel, lambda: self.timeout_error(timeout_s), self.abort)
-
-    def abort(self, error: BaseException) -> None:
-        """Settle the call with `error` now; the session unwinds in the background."""
-        self._settle(exception=error)
-        with self._lock:
-            self._aborted = True
-            serving, event_loop, scope = self._serving, self._loop, self._scope
-        if event_loop is not None:
-            loop.call_soon(event_loop, scope.cancel if serving and scope is not None else self._begin_close)
-
-    def timeout_error(self, timeout_s: float) -> GatewayError:
-        return ToolTimeout(f"Server {self.spec.name!r} did not answer within {round(timeout_s * 1000)} ms")
-
-    # --- the spare's own thread and loop -------------------------------------------------
-
-    def _main(self) -> None:
-        try:
-            sdk.import_client()
-            loop.run(self._hold, self._set_loop)
-        except BaseException as exc:  # the thread must settle everything whatever happened
-            error = translate(self, exc)
-            with self._lock:
-                serving = self._serving
-                if self.state in (_STARTING, _WAITING):  # failed to start, or broke while waiting
-                    self.state = _CLOSING
-                    self._outcome = (_FAILED, str(error))
-            if serving:
-                self._settle(exception=error)
-        finally:
-            self._finish()
-
-    def _finish(self) -> None:
-        with self._lock:
-            serving, on_closed = self._serving, self._on_closed
-            if self.state == _TAKEN and not serving and not self._aborted:
-                self._outcome = (_FAILED, f"Server {self.spec.name!r}: its spare ended before a call reached it")
-            outcome, error = (_SERVED, None) if serving else self._outcome
-        handed_back = not serving and self._settle(exception=SpareGone())
-        self.settled.set()
-        self._pool.ended(self, outcome, error)
-        # Whoever ends up running the call releases its slot: the spare if it ran it (or
-        # gave up on it after the caller's deadline), else the fresh session that takes over.
-        if on_closed is not None and not handed_back:
-            try:
-                on_closed()
-            except Exception:
-                log.exception("on_closed of a spare session of %r failed", self.spec.name)
-
-    def _set_loop(self, new_loop: Any) -> None:
-        new_loop.on_exit = self._process_exited
-        with self._lock:
-            self._loop = new_loop
-            self._wake = loop.new_event()
-
-    async def _hold(self) -> None:
-        try:
-            bound_s = (self.spec.timeout_ms or START_BOUND_MS) / 1000
-            with loop.cancel_scope() as scope:
-                with self._lock:
-                    self._scope = scope
-                    if self.state == _CLOSING:
-                        scope.cancel()
-                # The start-up is bounded by the scope's deadline (a nested scope could not
-                # close before the transport's task groups it saw opened).
-                scope.deadline = self._loop.time() + bound_s
-                async with contextlib.AsyncExitStack() as stack:
-                    session = await self._start(stack)
-                    scope.deadline = math.inf
-                    if not self._wait_now():
-                        return
-                    while (next_step := await self._wait_for_work()) == "wait":
-                        pass
-                    if next_step == "serve":
-                        await self._run_work(session)
-            if scope.cancelled_caught and self.state == _STARTING:
-                self._fail(f"Server {self.spec.name!r}: its spare did not finish starting within {round(bound_s * 1000)} ms")
-        finally:
-            await self.reap()
-
-    async def _start(self, stack: contextlib.AsyncExitStack) -> Any:
-        """Open, initialize and (if the cache needs it) list the tools: the session."""
-        session = await sdk.open_session(self.spec, self.errlog, stack, self._unreadable, self.record_processes,
-                                         auth=self.auth)
-        await sdk.handshake(session, self.spec)
-        self.phase = READY
-        self.record_processes()
-        if self._lists is not None and not self._lists.is_cached(self.spec):
-            self._lists.store(self.spec, await sdk.list_all(session))
-        return session
-
-    def _fail(self, error: str) -> None:
-        with self._lock:
-            if self.state in (_STARTING, _WAITING):
-                self.state = _CLOSING
-                self._outcome = (_FAILED, error)
-
-    def _unreadable(self, reason: str) -> None:
-        """In the loop: an answer the SDK cannot parse. The served call's, or a failed start."""
-        if self._serving:
-            self.abort(unreadable(self, reason))
-            return
-        self._fail(str(unreadable(self, reason)))
-        if self._scope is not None:
-            self._scope.cancel()
-
-    def _wait_now(self) -> bool:
-        """STARTING -> WAITING; False if the spare was closed while starting."""
-        spawned = self._loop.spawned
-        with self._lock:
-            if self.state != _STARTING:
-                return False
-            self.pid = spawned[0].get_pid() if spawned else None
-            self.state = _WAITING
-        self.settled.set()
-        log.debug("A spare session of server %r is ready", self.spec.name)
-        return True
-
-    async def _wait_for_work(self) -> str:
-        """Wait for a call, `idle_s` at most: "serve", "close", or "wait" (taken, call not here yet)."""
-        with loop.move_on_after(self._idle_s):
-            await self._wake.wait()
-        with self._lock:
-            if self.state == _WAITING:  # nobody came within idle_s
-                self.state = _CLOSING
-                self._outcome = (_IDLE, f"it was idle for {self._idle_s:g} s")
-            if self.state != _TAKEN or self._aborted or self.exited():
-                return "close"  # closing, or the call goes to a fresh session (or gave up)
-            if self._work is None:
-                self._wake.clear()  # claimed, and the call is on its way
-                return "wait"
-            self._serving = True
-        self._pool.serving(self)
-        return "serve"
-
-    async def _run_work(self, session: Any) -> None:
-        try:
-            result = await self._work(session)
-        except Exception as exc:
-            if sdk.is_connection_closed(first_leaf(exc), self.spec.transport) and self.spawned_any():
-                await loop.poll_until(lambda: self.exit_status() is not None, EXIT_STATUS_WAIT_S)
-            self._settle(exception=translate(self, exc))
-            return
-        self._settle(result=result)
-
-    def _begin_close(self) -> None:
-        """In the loop: stop waiting, or stop starting."""
-        if self._wake is not None:
-            self._wake.set()
-        if self.phase != STARTING or self._scope is None:
-            return
-        if not self.spawned_any():
-            # Cancelled in the middle of its spawn, a process can be killed but never reaped
-            # (anyio cancels the reaping too): look again once it is recorded, or started.
-            self._loop.call_later(CLOSE_RETRY_S, self._begin_close)
-            return
-        self._scope.cancel()
-
-    def _process_exited(self) -> None:
-        """In the loop, when the server process exits on its own."""
-        with self._lock:
-            if self.state != _WAITING:
-                return
-            self.state = _CLOSING
-            self._outcome = (_FAILED, f"Server {self.spec.name!r}: its spare exited while waiting "
-                                      f"({self.exit_status() or 'status unknown'})")
-        self._wake.set()
-
-    def _settle(self, result: Any = None, exception: BaseException | None = None) -> bool:
-        """Settle the call's outcome; False if it was settled already (the first outcome wins)."""
-        try:
-            if exception is not None:
-                self.future.set_exception(exception)
-            else:
-                self.future.set_result(result)
-        except concurrent.futures.InvalidStateError:
-            return False
-        return True
-
-
-class Warmup:
-    """The eager start after the handshake: a few servers at a time, each step bounded.
-
-    A server that may have a spare gets one (which lists its tools into the cache as it
-    starts); any other server with an empty cache is listed on one transient per-call
-    session, which closes when the list is in.
-    """
-
-    def __init__(self, pool: SparePool, specs: list[ServerSpec], lists: ToolLists | None,
-                 list_once: Callable[[ServerSpec, threading.Event], list[dict]]):
-        self._pool = pool
-        self._lists = lists
-        self._list_once = list_once
-        self._todo: queue.SimpleQueue = queue.SimpleQueue()
-        for spec in specs:
-            if not spec.unusable:
-                self._todo.put(spec)
-        self._stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, name=f"downstream-warmup-{n}", daemon=True)
-                        for n in range(WARM_AT_ONCE)]
-
-    def start(self) -> None:
-        for thread in self.threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                spec = self._todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                self._warm(spec)
-            except Exception:
-                log.exception("Warming server %r failed unexpectedly", spec.name)
-
-    def _warm(self, spec: ServerSpec) -> None:
-        if may_have_spare(spec):
-            spare = self._pool.replenish(spec)
-            if spare is not None:  # one start at a time per warm-up thread; shutdown ends it
-                spare.settled.wait(WARM_STEP_S)
-            return
-        if self._lists is None or self._lists.is_cached(spec):
-            return
-        try:
-            self._lists.store(spec, self._list_once(spec, self._stop))
-        except (GatewayError, RequestCancelled) as exc:
-            log.info("Could not list the tools of server %r at start-up: %s", spec.name, exc)

@@ -26,6 +26,9 @@ Tools (legacy era unless noted):
     elicit {}                    form-mode elicitation/create; returns the answer
     elicit_url {}                URL-mode elicitation/create; returns the answer
     roots {}                     roots/list; returns the answer
+    ask_twice {}                 form-mode elicitation/create, then roots/list; returns both answers
+    roots_later {delay_ms}       returns "scheduled" at once; delay_ms later (no call in flight
+                                 then) asks roots/list, and logs the answer
     wait_cancel {}               never answers; logs "cancelled" when the cancel arrives
     meta {}                      returns the request's _meta; result _meta is {"fixture/seen": true}
     sampling_only {}             listed only to clients that declared sampling
@@ -91,7 +94,8 @@ def ask(method, params):
         kind, value = answer.get(timeout=ANSWER_WAIT_S)
     except queue.Empty:
         kind, value = "error", {"code": -1, "message": "no answer"}
-    log_event("answer", method=method, kind=kind, code=value.get("code") if kind == "error" else None)
+    roots = value.get("roots") if kind == "result" and method == "roots/list" else None
+    log_event("answer", method=method, kind=kind, code=value.get("code") if kind == "error" else None, roots=roots)
     return kind, value
 
 
@@ -123,7 +127,8 @@ INTERACTIVE = {"sample": ("sampling/createMessage", SAMPLE_PARAMS), "elicit": ("
 
 
 def tool_definitions(caps):
-    names = ["progress", "log", "sample", "elicit", "elicit_url", "roots", "wait_cancel", "meta"]
+    names = ["progress", "log", "sample", "elicit", "elicit_url", "roots", "wait_cancel", "meta", "ask_twice",
+             "roots_later"]
     tools = [{"name": name, "description": f"The {name} fixture.", "inputSchema": dict(OBJECT)} for name in names]
     tools[0]["inputSchema"] = {"type": "object", "properties": {"steps": {"type": "integer"}, "delay_ms": {"type": "integer"}}}
     if "sampling" in caps:
@@ -151,6 +156,16 @@ def run_tool(request_id, name, args, meta, caps):
         method, params = INTERACTIVE[name]
         kind, value = ask(method, params)
         return answer_result(value, kind)
+    if name == "ask_twice":
+        first = ask(*INTERACTIVE["elicit"])
+        second = ask(*INTERACTIVE["roots"])
+        return answer_result({"elicit": first[1], "roots": second[1]})
+    if name == "roots_later":
+        def later():
+            time.sleep(int(args.get("delay_ms", 300)) / 1000)
+            ask("roots/list", {})
+        threading.Thread(target=later, daemon=True).start()
+        return text("scheduled")
     if name == "wait_cancel":
         event = CANCELLED.setdefault(request_id, threading.Event())
         if event.wait(ANSWER_WAIT_S):

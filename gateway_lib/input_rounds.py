@@ -240,6 +240,15 @@ class InputRounds:
                 del self._parked[call.state]
             call.state = None
 
+    def close(self) -> None:
+        """Cancel every parked call (the gateway is stopping); their states are void."""
+        with self._lock:
+            calls = list(self._parked.values())
+            self._parked.clear()
+        for call in calls:
+            call.state = None
+            call.cancel.set()
+
     @property
     def parked(self) -> int:
         with self._lock:

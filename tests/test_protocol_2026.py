@@ -22,7 +22,7 @@ from gateway_lib.errors import (
     UNSUPPORTED_PROTOCOL_VERSION,
     InputStateMismatch,
 )
-from gateway_lib.input_rounds import InputRounds, Owner
+from gateway_lib.input_rounds import InputRounds, Owner, RoundsFull
 from gateway_lib.model import ServerSpec
 from gateway_lib.relay import ClientLink
 from passthrough_helpers import Recorder, answer_of, audit_records, execute, passthrough_server, start_gateway
@@ -187,15 +187,18 @@ def test_an_input_required_round_names_its_call_by_a_single_use_state_bound_to_t
 def test_a_parked_call_whose_client_never_retries_is_cancelled_downstream_at_its_cap(config_dir, tag, fixture_log):
     config_dir.write({"fx": passthrough_server(tag, fixture_log)}, RULES)
     with raw_modern_gateway(config_dir, env={"GATEWAY_MAX_TIMEOUT_MS": "4000"}) as raw:
+        listing = {"name": "get_server_tools", "arguments": {"server": "fx"}, "_meta": ENVELOPE}
+        raw.request("tools/call", listing, timeout=WAIT_S)  # the SDK loaded: the cap is for the call alone
         first = raw.request("tools/call", {**SAMPLE_CALL, "_meta": SAMPLING_ENVELOPE}, timeout=WAIT_S)["result"]
         assert first["resultType"] == "input_required", first
         # No retry: at the cap the call is cancelled downstream, and its state is gone.
         harness.wait_until(lambda: harness.count_events(fixture_log, "cancelled"), WAIT_S)
-        harness.wait_until(lambda: audit_records(config_dir), WAIT_S)
+        harness.wait_until(lambda: audit_records(config_dir, "tool_call"), WAIT_S)  # the call has ended
         [key] = first["inputRequests"]
         late = retry(raw, SAMPLE_CALL, first["requestState"], {key: SAMPLED})
     assert error_code(late) == INPUT_STATE_UNKNOWN
-    assert [r["outcome"] for r in audit_records(config_dir)] == ["timeout"]
+    # The wait for the retry and the call itself end at the same cap: either may see it first.
+    assert [r["outcome"] for r in audit_records(config_dir)] in (["timeout"], ["cancelled"])
 
 
 def test_a_request_state_is_redeemed_only_by_the_caller_it_was_handed_to():
@@ -217,6 +220,26 @@ def test_a_request_state_is_redeemed_only_by_the_caller_it_was_handed_to():
                       link, threading.Event())
     final = rounds.resume(first["requestState"], owner, {key: SAMPLED}, link, threading.Event())
     assert final == {"content": [], "isError": False} and answers == [SAMPLED]
+    assert rounds.parked == 0
+
+
+def test_past_the_bound_on_parked_calls_a_downstream_request_is_refused_and_its_call_goes_on():
+    rounds = InputRounds(max_parked=1)
+    link = ClientLink(peer=None, version=MODERN, capabilities={"sampling": {}}, cancel=threading.Event())
+    refused = []
+
+    def work(call_link, cancel):
+        try:
+            call_link.inputs.ask("sampling/createMessage", SAMPLE_PARAMS, WAIT_S, cancel)
+        except RoundsFull:
+            refused.append(True)
+        return {"content": [], "isError": False}
+
+    parked = rounds.start(Owner(None, "execute_tool", {"n": 1}), link, threading.Event(), work)
+    second = rounds.start(Owner(None, "execute_tool", {"n": 2}), link, threading.Event(), work)
+    rounds.close()  # the parked one is cancelled
+    assert parked["resultType"] == "input_required"
+    assert second == {"content": [], "isError": False} and refused == [True]
     assert rounds.parked == 0
 
 

@@ -210,8 +210,10 @@ class CallRelay:
         outcome = "answered"
         try:
             answer = self._ask(method, params)
-            if method == "roots/list" and self.link.roots is not None:
-                self.link.roots.remember(answer)  # for this server's requests outside any call
+            if method == "roots/list" and self.link.roots is not None and self.link.has_server_requests:
+                # Kept for this server's requests outside any call; only from a client that
+                # tells of changes (a 2026-07-28 client has no session to tell them on).
+                self.link.roots.remember(answer)
             return answer
         except RelayRefused as exc:
             outcome = exc.outcome

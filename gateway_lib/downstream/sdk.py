@@ -2,8 +2,8 @@
 
 It also relays what a server does during a call to the gateway's client, through the
 call's relay (`gateway_lib.relay.CallRelay`), which it reaches only through the methods
-it is handed: `capabilities()`, `capability_key()`, `progress()`, `log()`, `ask()` and
-`link.meta` / `link.log_level`:
+it is handed: `capabilities()`, `capability_key()`, `progress()`, `log()`, `ask()`,
+`roots_outside_call()` and `link.meta` / `link.log_level` / `link.roots`:
 
     session callbacks   sampling, elicitation and roots callbacks exist only for the
                         capabilities the relay declares, so the downstream session
@@ -231,10 +231,9 @@ class RelayRouter:
         return self._latest if self.clients == 1 else None
 
     def _note_client(self, relay: Any) -> None:
-        roots = relay.link.roots
-        if roots is None or self.clients > 1:
+        if self.clients > 1:
             return
-        if self._latest is not None and self._latest.link.roots is not roots:
+        if self._latest is not None and self._latest.link.roots is not relay.link.roots:
             self.clients, self._latest = 2, None  # whose roots to give would be a guess: none are given
             return
         self.clients, self._latest = 1, relay

@@ -124,10 +124,6 @@ class McpProtocol:
     def initialized(self, params: Any) -> None:
         self._on_initialized()
 
-    def close(self) -> None:
-        """The gateway is stopping: calls parked between input_required rounds are cancelled."""
-        self._rounds.close()
-
     def roots_changed(self, params: Any) -> None:
         """The client's roots changed: the ones kept are dropped and fetched anew (if it declared roots)."""
         self._roots.changed(self._peer if "roots" in self._capabilities else None)

@@ -207,6 +207,23 @@ def test_a_kept_alive_server_asking_for_roots_outside_a_call_gets_the_clients_la
         ("fx", "default", "no_roots"), ("fx", "default", "answered_from_cache"), ("fx", "default", "answered_from_cache")]
 
 
+@pytest.mark.filterwarnings("ignore:The roots capability is deprecated")
+def test_roots_outside_a_call_are_refused_once_the_rules_in_force_withhold_them(config_dir, servers, fixture_log):
+    servers(session="keep-alive")
+    go = config_dir.path("go")
+    with start_gateway(config_dir, Recorder()) as gw:
+        answer_of(execute(gw, "roots"))  # the client's roots are kept
+        assert not execute(gw, "roots_later", {"delay_ms": 0, "when_exists": str(go)}).is_error
+        config_dir.write_rules(open_rules(client_requests=["sampling"]))
+        harness.wait_until(lambda: [r for r in audit_records(config_dir, "config_reload") if r["outcome"] == "applied"],
+                           WAIT_S)
+        go.touch()  # the kept session, opened under the old rules, asks now
+        harness.wait_until(lambda: len(outside_call_roots(fixture_log)) >= 2, WAIT_S)
+    refused = outside_call_roots(fixture_log)[1]
+    assert refused["kind"] == "error" and refused["code"] == INVALID_REQUEST
+    assert [r["outcome"] for r in audit_records(config_dir) if r.get("outside_call")] == ["denied"]
+
+
 def test_roots_outside_a_call_are_given_only_while_one_client_uses_the_session():
     # Which client's roots to give a session two clients share would be a guess: none are.
     from gateway_lib.client_roots import ClientRoots

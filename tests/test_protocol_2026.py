@@ -168,17 +168,21 @@ def test_an_input_required_round_names_its_call_by_a_single_use_state_bound_to_t
         [(key, asked)] = first["inputRequests"].items()
         another_agent = retry(raw, as_other, state, {key: SAMPLED})
         made_up = retry(raw, SAMPLE_CALL, "made-up", {key: SAMPLED})
-        final = retry(raw, SAMPLE_CALL, state, {key: SAMPLED})
-        again = retry(raw, SAMPLE_CALL, state, {key: SAMPLED})
+        unanswered = retry(raw, SAMPLE_CALL, state, {})  # asked again, under a new state
+        final = retry(raw, SAMPLE_CALL, unanswered["requestState"], {key: SAMPLED})
+        again = retry(raw, SAMPLE_CALL, unanswered["requestState"], {key: SAMPLED})
+        old = retry(raw, SAMPLE_CALL, state, {key: SAMPLED})
     assert first["resultType"] == "input_required" and "content" not in first
     assert asked["method"] == "sampling/createMessage"
     assert asked["params"]["messages"] == SAMPLE_PARAMS["messages"] and asked["params"]["maxTokens"] == 20
     assert len(state) >= 43  # 256 bits, URL-safe
     assert error_code(another_agent) == INPUT_STATE_MISMATCH  # and the call stayed parked for its own retry
     assert error_code(made_up) == INPUT_STATE_UNKNOWN
+    assert unanswered["resultType"] == "input_required" and unanswered["inputRequests"] == {key: asked}
+    assert unanswered["requestState"] != state
     assert final["resultType"] == "complete"
     assert final["structuredContent"]["answer"]["model"] == "raw-model"
-    assert error_code(again) == INPUT_STATE_UNKNOWN  # single-use
+    assert error_code(again) == INPUT_STATE_UNKNOWN and error_code(old) == INPUT_STATE_UNKNOWN  # single-use
     [record] = audit_records(config_dir)
     assert (record["method"], record["server"], record["agent"], record["outcome"]) == (
         "sampling/createMessage", "fx", "default", "answered")

@@ -27,8 +27,10 @@ Tools (legacy era unless noted):
     elicit_url {}                URL-mode elicitation/create; returns the answer
     roots {}                     roots/list; returns the answer
     ask_twice {}                 form-mode elicitation/create, then roots/list; returns both answers
-    roots_later {delay_ms}       returns "scheduled" at once; delay_ms later (no call in flight
-                                 then) asks roots/list, and logs the answer
+    roots_later {delay_ms, when_exists}
+                                 returns "scheduled" at once; delay_ms later (no call in flight
+                                 then), and once the file when_exists names exists (if given),
+                                 asks roots/list, and logs the answer
     wait_cancel {}               never answers; logs "cancelled" when the cancel arrives
     meta {}                      returns the request's _meta; result _meta is {"fixture/seen": true}
     sampling_only {}             listed only to clients that declared sampling
@@ -163,6 +165,10 @@ def run_tool(request_id, name, args, meta, caps):
     if name == "roots_later":
         def later():
             time.sleep(int(args.get("delay_ms", 300)) / 1000)
+            signal, waited = args.get("when_exists"), 0.0
+            while signal and not os.path.exists(signal) and waited < ANSWER_WAIT_S:
+                time.sleep(0.02)
+                waited += 0.02
             ask("roots/list", {})
         threading.Thread(target=later, daemon=True).start()
         return text("scheduled")

@@ -248,13 +248,12 @@ class McpProtocol:
         token = meta.get("progressToken")
         if not isinstance(token, (str, int)) or isinstance(token, bool):
             token = None
-        if context.peer is not None:
-            self._peer = context.peer
         if context.peer is None:
             # No channel to the client (HTTP answers each POST with one JSON body): declare no
             # capabilities, so downstream requests get the SDK's refusal at once, and relay nothing.
             return ClientLink(None, MODERN_VERSION if modern is not None else self._version, {}, None,
                               None, forwarded, context.cancelled)
+        self._peer = context.peer
         if modern is None:
             return ClientLink(context.peer, self._version, dict(self._capabilities), self._log_level,
                               token, forwarded, context.cancelled, roots=self._roots)

@@ -205,6 +205,22 @@ def test_a_parked_call_whose_client_never_retries_is_cancelled_downstream_at_its
     assert [r["outcome"] for r in audit_records(config_dir)] in (["timeout"], ["cancelled"])
 
 
+def test_progress_of_a_call_in_rounds_goes_under_the_token_of_the_request_waiting_for_it(config_dir, tag, fixture_log):
+    config_dir.write({"fx": passthrough_server(tag, fixture_log)}, RULES)
+    envelope = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
+    call = {"name": "execute_tool", "arguments": {"server": "fx", "tool": "elicit_progress", "args": {}}}
+    with raw_modern_gateway(config_dir) as raw:
+        first = raw.request("tools/call", {**call, "_meta": {**envelope, "progressToken": "p1"}}, timeout=WAIT_S)
+        [key] = first["result"]["inputRequests"]
+        answer = {"action": "accept", "content": {"name": "Ada"}}
+        final = raw.request("tools/call", {**call, "_meta": {**envelope, "progressToken": "p2"},
+                                           "inputResponses": {key: answer},
+                                           "requestState": first["result"]["requestState"]}, timeout=WAIT_S)
+    assert final["result"]["structuredContent"]["answer"] == answer
+    progress = [m["params"] for m in raw.other_messages if m.get("method") == "notifications/progress"]
+    assert progress == [{"progressToken": "p2", "progress": 1.0, "message": "answered"}]
+
+
 def test_a_request_state_is_redeemed_only_by_the_caller_it_was_handed_to():
     # The HTTP transport's caller (a bearer token's agent) is part of the binding; unit-level,
     # as stdio has one caller.

@@ -27,6 +27,8 @@ Tools (legacy era unless noted):
     elicit_url {}                URL-mode elicitation/create; returns the answer
     roots {}                     roots/list; returns the answer
     ask_twice {}                 form-mode elicitation/create, then roots/list; returns both answers
+    elicit_progress {}           form-mode elicitation/create, then one progress notification
+                                 (under the request's progressToken); returns the answer
     roots_later {delay_ms, when_exists}
                                  returns "scheduled" at once; delay_ms later (no call in flight
                                  then), and once the file when_exists names exists (if given),
@@ -130,7 +132,7 @@ INTERACTIVE = {"sample": ("sampling/createMessage", SAMPLE_PARAMS), "elicit": ("
 
 def tool_definitions(caps):
     names = ["progress", "log", "sample", "elicit", "elicit_url", "roots", "wait_cancel", "meta", "ask_twice",
-             "roots_later"]
+             "elicit_progress", "roots_later"]
     tools = [{"name": name, "description": f"The {name} fixture.", "inputSchema": dict(OBJECT)} for name in names]
     tools[0]["inputSchema"] = {"type": "object", "properties": {"steps": {"type": "integer"}, "delay_ms": {"type": "integer"}}}
     if "sampling" in caps:
@@ -162,6 +164,11 @@ def run_tool(request_id, name, args, meta, caps):
         first = ask(*INTERACTIVE["elicit"])
         second = ask(*INTERACTIVE["roots"])
         return answer_result({"elicit": first[1], "roots": second[1]})
+    if name == "elicit_progress":
+        kind, value = ask(*INTERACTIVE["elicit"])
+        if token is not None:
+            notify("notifications/progress", {"progressToken": token, "progress": 1, "message": "answered"})
+        return answer_result(value, kind)
     if name == "roots_later":
         def later():
             time.sleep(int(args.get("delay_ms", 300)) / 1000)

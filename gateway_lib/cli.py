@@ -293,6 +293,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
         cancel_notification="notifications/cancelled",
         batches_allowed=protocol.batches_allowed,
     )
+    protocol.use_peer(endpoint.peer)  # changed roots of the client are refetched through it
     reader = MessageReader(claim_stdin(), serve.max_line_bytes)
     stop = signals.stop
 

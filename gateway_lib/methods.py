@@ -74,7 +74,7 @@ class McpProtocol:
         self._log_level = DEFAULT_LOG_LEVEL  # set by logging/setLevel
         self._rounds = InputRounds()
         self._roots = ClientRoots()
-        self._peer: Any = None  # the channel to the client, as its requests bring it (for roots refetches)
+        self._peer: Any = None  # the channel to the client outside any one request (roots refetches), if any
 
     @property
     def version(self) -> str | None:
@@ -123,6 +123,11 @@ class McpProtocol:
 
     def initialized(self, params: Any) -> None:
         self._on_initialized()
+
+    def use_peer(self, peer: Any) -> None:
+        """What the gateway may send the client outside any one request goes through `peer`
+        (stdio: the endpoint's own); without it, changed roots are dropped, not refetched."""
+        self._peer = peer
 
     def roots_changed(self, params: Any) -> None:
         """The client's roots changed: the ones kept are dropped and fetched anew (if it declared roots)."""
@@ -253,7 +258,6 @@ class McpProtocol:
             # capabilities, so downstream requests get the SDK's refusal at once, and relay nothing.
             return ClientLink(None, MODERN_VERSION if modern is not None else self._version, {}, None,
                               None, forwarded, context.cancelled)
-        self._peer = context.peer
         if modern is None:
             return ClientLink(context.peer, self._version, dict(self._capabilities), self._log_level,
                               token, forwarded, context.cancelled, roots=self._roots)

@@ -1,6 +1,6 @@
 """Runs the gateway in HTTP mode: checks it may bind, serves, and shuts down in order.
 
-cli.py builds the shared parts (store, tools, reloader, downstream) and the settings, then
+serve.py builds the shared parts (store, tools, reloader, downstream) and the settings, then
 hands them here; stdin is not read at all in this mode.
 """
 

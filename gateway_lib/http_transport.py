@@ -1,5 +1,8 @@
 """MCP Streamable HTTP: the gateway's second transport, beside framing, on http.server threads.
 
+Over 400 lines for one job: the handler's methods are the steps of one HTTP exchange; its
+checks, sessions and probes already live in http_security.py, http_sessions.py and probes.py.
+
 Turns HTTP requests into the same JSON-RPC messages for the same rpc.Endpoint and
 methods.McpProtocol (one pair per HTTP session, all sharing one worker pool and the one
 GatewayTools), so a tool call behaves the same over stdio and HTTP. Owns only what is HTTP:

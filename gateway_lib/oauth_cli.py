@@ -3,7 +3,7 @@
 login signs in ahead of time from a terminal (the browser opens; the URL is also printed), so
 later calls need no browser; logout forgets the server's tokens and registration. check and
 get_gateway_status show, per OAuth server, whether tokens are held and when they expire:
-never a token. cli.py hands in what only it may know (environment, config paths).
+never a token.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import dataclasses
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping, TextIO
+from typing import Any, Mapping, TextIO
 
+from .cli_common import common_options, config_paths, configure_logging, load_or_say
 from .model import PER_CALL, ServersConfig, ServerSpec
 from .oauth_store import TokenStore, default_oauth_dir, key_of, uses_oauth
 
@@ -28,7 +29,7 @@ def token_store(environ: Mapping[str, str]) -> TokenStore:
     return TokenStore(default_oauth_dir(environ, Path.home()))
 
 
-def _parser(command: str, common_options: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+def _parser(command: str) -> argparse.ArgumentParser:
     what = ("Sign in to an OAuth-protected server now, so calls need no browser." if command == "login"
             else "Forget the OAuth tokens held for a server.")
     parser = argparse.ArgumentParser(prog=f"gateway.py {command}", description=what)
@@ -37,23 +38,14 @@ def _parser(command: str, common_options: Callable[[argparse.ArgumentParser], No
     return parser
 
 
-def main(
-    command: str, argv: list[str], environ: Mapping[str, str], out: TextIO,
-    common_options: Callable[[argparse.ArgumentParser], None],
-    config_paths: Callable[[argparse.Namespace, Mapping[str, str]], tuple[Path, Path]],
-    configure_logging: Callable[[str], None],
-) -> int:
+def main(command: str, argv: list[str], environ: Mapping[str, str], out: TextIO) -> int:
     from .config import load_servers
-    from .errors import ConfigError
 
-    options = _parser(command, common_options).parse_args(argv)
+    options = _parser(command).parse_args(argv)
     configure_logging(environ.get("GATEWAY_LOG_LEVEL") or "INFO")
     mcp_path, _ = config_paths(options, environ)
-    try:
-        servers = load_servers(str(mcp_path), environ)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            out.write(f"error: {problem}\n")
+    servers = load_or_say(lambda: load_servers(str(mcp_path), environ), out)
+    if servers is None:
         return 1
     spec = servers.servers.get(options.server)
     if spec is None:

@@ -13,7 +13,8 @@ import threading
 from typing import TextIO
 
 from . import pins
-from .errors import ConfigError, GatewayError
+from .cli_common import load_or_say
+from .errors import GatewayError
 from .model import ServerSpec, ServersConfig
 
 DEFAULT_LIST_TIMEOUT_S = 60.0
@@ -33,11 +34,8 @@ def list_server(spec: ServerSpec) -> list[dict]:
 
 
 def run(words: list[str], servers: ServersConfig, pins_path: str, out: TextIO) -> int:
-    try:
-        pinset = pins.load_pins(pins_path)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            out.write(f"error: {problem}\n")
+    pinset = load_or_say(lambda: pins.load_pins(pins_path), out)
+    if pinset is None:
         return TROUBLE
     action, rest = (words[0], words[1:]) if words else ("show", [])
     if action == "show" and not rest:

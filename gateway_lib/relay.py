@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from . import policy
 from .errors import INVALID_REQUEST, METHOD_NOT_FOUND, RequestCancelled
@@ -92,6 +92,7 @@ class CallClock:
         self._paused = 0  # how many waits for the client are under way
         self._paused_at = 0.0
         self._lock = threading.Lock()
+        self._on_move: list[Callable[[], None]] = []  # the waits to wake when the deadline moves
 
     @property
     def timeout_s(self) -> float:
@@ -101,6 +102,7 @@ class CallClock:
         """Progress was reported: the timeout counts again from now (never past the cap)."""
         with self._lock:
             self._deadline = max(self._deadline, min(self._clock() + self._timeout_s, self._cap))
+        self._moved()
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
@@ -109,6 +111,7 @@ class CallClock:
             if self._paused == 0:
                 self._paused_at = self._clock()
             self._paused += 1
+        self._moved()
         try:
             yield
         finally:
@@ -116,6 +119,24 @@ class CallClock:
                 self._paused -= 1
                 if self._paused == 0:
                     self._deadline = min(self._deadline + self._clock() - self._paused_at, self._cap)
+            self._moved()
+
+    def on_move(self, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` whenever the deadline moves (restarted, paused, resumed); returns the undo."""
+        with self._lock:
+            self._on_move.append(wake)
+        return lambda: self._forget(wake)
+
+    def _forget(self, wake: Callable[[], None]) -> None:
+        with self._lock:
+            if wake in self._on_move:
+                self._on_move.remove(wake)
+
+    def _moved(self) -> None:
+        with self._lock:
+            wakes = list(self._on_move)
+        for wake in wakes:
+            wake()
 
     def remaining(self) -> float:
         """Seconds left; while paused, what is left until the cap."""

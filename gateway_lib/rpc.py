@@ -1,5 +1,8 @@
 """The JSON-RPC 2.0 endpoint: envelopes, ids, the worker pool, cancellation, batches.
 
+Over 400 lines for one job: answering every request once, cancelling and shutting down
+share the Endpoint's one lock and table of requests in flight, so they stay in one class.
+
 Knows nothing of MCP: methods are strings, params and results are plain values, handed
 to `send` as such (only the transport encodes them). This is the one place where
 exceptions become wire errors, on the way in (a handler raising) and on the way out (a

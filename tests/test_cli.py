@@ -175,3 +175,15 @@ def test_a_background_task_that_fails_logs_one_line_and_shows_in_status(config_d
     stderr = raw.stderr_text()
     assert "Traceback" not in stderr
     assert len([line for line in stderr.splitlines() if "Hot reload is off" in line]) == 1
+
+
+@pytest.mark.parametrize("command, code", [(["pins"], 2), (["explain"], 1), (["login", "a"], 1)],
+                         ids=["pins", "explain", "login"])
+def test_a_command_given_an_invalid_mcp_json_writes_each_problem_as_an_error_line_and_exits(config_dir, command, code):
+    config_dir.write({"a": {"command": 5}, "b": {"command": "x", "args": "not a list"}}, {"agents": {}})
+    done = subprocess.run([sys.executable, str(harness.GATEWAY), *command, "--mcp-config", str(config_dir.mcp_config),
+                           "--rules", str(config_dir.rules)], capture_output=True, text=True, timeout=60,
+                          env=harness.gateway_env())
+    errors = [line for line in done.stdout.splitlines() if line.startswith("error: ")]
+    assert done.returncode == code, done.stdout + done.stderr
+    assert len(errors) >= 2 and errors == done.stdout.splitlines()  # one line per problem, and nothing else

@@ -11,6 +11,7 @@ import pytest
 from gateway_lib.cancellation import CancelEvent
 from gateway_lib.downstream import waiting
 from gateway_lib.errors import RequestCancelled, ToolTimeout
+from gateway_lib.relay import CallClock
 
 
 def far() -> float:
@@ -63,6 +64,27 @@ def test_the_wait_ends_at_the_deadline_with_the_callers_error():
     with pytest.raises(ToolTimeout, match="^late$"):
         waiting.result_by(answer, time.monotonic() + 0.05, CancelEvent(), lambda: ToolTimeout("late"), given_up.append)
     assert [type(error) for error in given_up] == [ToolTimeout]
+
+
+def test_a_call_clock_that_moves_its_deadline_wakes_the_wait_at_once():
+    # The clock's own time is a fake: the wait's only way to learn that the call's time ran
+    # out while the client was answering is the clock waking it (it would sleep two minutes).
+    now, read = [0.0], threading.Event()
+
+    class Clock(CallClock):
+        def deadline(self) -> float:
+            try:
+                return super().deadline()
+            finally:
+                read.set()  # the wait has read the deadline: it blocks next, or is woken
+
+    clock = Clock(timeout_s=60, cap_s=120, clock=lambda: now[0])
+    answer: concurrent.futures.Future = concurrent.futures.Future()
+    with clock.paused():
+        outcome = in_thread(lambda: waiting.result_by(answer, clock, CancelEvent(), lambda: ToolTimeout("late")))
+        assert read.wait(10)
+        now[0] = 200.0  # past the cap, as the pause ends
+    assert isinstance(outcome.exception(timeout=10), ToolTimeout)
 
 
 def test_a_cancel_event_wakes_what_registered_and_forgets_what_unregistered():

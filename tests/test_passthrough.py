@@ -227,7 +227,7 @@ def test_roots_outside_a_call_are_refused_once_the_rules_in_force_withhold_them(
 def test_roots_outside_a_call_are_given_only_while_one_client_uses_the_session():
     # Which client's roots to give a session two clients share would be a guess: none are.
     from gateway_lib.client_roots import ClientRoots
-    from gateway_lib.downstream.sdk import RelayRouter
+    from gateway_lib.downstream.sdk_relay import RelayRouter
     from gateway_lib.relay import ClientLink
 
     class Relay:

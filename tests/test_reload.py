@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from gateway_lib import config
+from gateway_lib import config, store as config_store
 from gateway_lib.reload import GATEWAY_RULES, MCP_CONFIG, Reloader
 
 SECRET = "sk-do-not-log-me"
@@ -33,7 +33,7 @@ def setup(tmp_path):
     mcp, rules = tmp_path / ".mcp.json", tmp_path / ".mcp-gateway-rules.json"
     write(mcp, {"mcpServers": {"a": {"command": "a-cmd"}, "b": {"command": "b-cmd"}}})
     write(rules, {"agents": {"dev": {"allow": {"servers": ["a"]}}}})
-    store = config.ConfigStore(config.build_snapshot(config.load_servers(str(mcp), {}), config.load_rules(str(rules))))
+    store = config_store.ConfigStore(config_store.build_snapshot(config.load_servers(str(mcp), {}), config.load_rules(str(rules))))
     audit = RecordingAudit()
     return mcp, rules, store, audit, Reloader(store, mcp, rules, {}, audit)
 

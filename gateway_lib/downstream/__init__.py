@@ -4,8 +4,9 @@ Two strategies, chosen per server by `ServerSpec.session`; callers never know wh
 per-call (default, `per_call.py`, with a warm spare session per server from `spares.py`)
 and kept-alive (`keep_alive.py`). The other modules:
 `waiting.py` (a worker's bounded wait), `loop.py` (event loops and process groups; the
-only asyncio/anyio importer), `sdk.py` (transports, wire helpers, the relay's SDK
-callbacks and the protocol-era probe; the only importer of mcp, httpx2 and pydantic) and
+only asyncio/anyio importer), `sdk.py` (transports, the protocol-era probe, list/call
+helpers), `sdk_relay.py` (the relay's SDK callbacks), `sdk_oauth.py` (the SDK's OAuth
+providers) — the three the only importers of mcp, httpx2 and pydantic — and
 `translate.py` (SDK failures → gateway errors).
 
 A call may come with a relay (`gateway_lib.relay.CallRelay`, built by the tools): the
@@ -28,7 +29,7 @@ from typing import Any, Callable, Mapping, TextIO
 from ..errors import RequestCancelled, ServerUnavailable
 from ..model import KEEP_ALIVE, ServerSpec
 from ..oauth_store import TokenStore
-from . import sdk
+from . import sdk, waiting
 from .keep_alive import KeptSessions
 from .oauth import OAuthGate
 from .per_call import PerCallSessions, Work
@@ -176,9 +177,9 @@ class Downstream:
         on_closed: Callable[[], None] | None = None,
         relay: Any = None,
     ) -> Any:
-        deadline: float | Callable[[], float] = time.monotonic() + timeout_s
+        deadline: float | waiting.MovingDeadline = time.monotonic() + timeout_s
         if relay is not None:
-            deadline = relay.clock.deadline  # moves with progress and with waits for the client
+            deadline = relay.clock  # moves with progress and with waits for the client
         if spec.session == KEEP_ALIVE:
             # A kept session outlives the call, so `on_closed` fires when the call ends.
             try:

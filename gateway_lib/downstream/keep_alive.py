@@ -62,7 +62,7 @@ class KeptSessions:
         agent: str | None,
         method: str,
         work: Work,
-        deadline: float | Callable[[], float],
+        deadline: float | waiting.MovingDeadline,
         timeout_s: float,
         cancel: threading.Event | None,
         relay: Any = None,
@@ -289,7 +289,7 @@ class KeptSession(loop.LoopProcesses):
 
     # --- worker threads ---------------------------------------------------------------
 
-    def call(self, method: str, work: Work, deadline: float | Callable[[], float], timeout_s: float,
+    def call(self, method: str, work: Work, deadline: float | waiting.MovingDeadline, timeout_s: float,
              cancel: threading.Event | None) -> Any:
         """Run `work(session)` in the session's loop; wait until the deadline at most."""
         ms = round(timeout_s * 1000)

@@ -1,6 +1,6 @@
 """OAuth for downstream sessions: what the gateway adds around the SDK's client auth.
 
-The SDK (`mcp.client.auth`, set up in sdk.py) does the protocol. Here, free of the SDK:
+The SDK (`mcp.client.auth`, set up in sdk_oauth.py) does the protocol. Here, free of the SDK:
 
 - `OAuthGate`, one per Downstream: the token store, and the sign-ins in progress;
 - `SessionAuth`, one per session: its record's lock (one sign-in and one refresh at a time,

@@ -42,7 +42,7 @@ class PerCallSessions:
         spec: ServerSpec,
         method: str,
         work: Work,
-        deadline: float | Callable[[], float],
+        deadline: float | waiting.MovingDeadline,
         timeout_s: float,
         cancel: threading.Event | None,
         on_closed: Callable[[], None] | None,

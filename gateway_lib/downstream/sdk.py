@@ -1,24 +1,13 @@
-"""The mcp client SDK: transports, TLS, list/call helpers, failure kinds; the only importer of mcp, httpx2 and pydantic.
+"""The mcp client SDK's sessions: transports, TLS, the era probe, list/call helpers, failure kinds.
 
-It also relays what a server does during a call to the gateway's client, through the
-call's relay (`gateway_lib.relay.CallRelay`), which it reaches only through the methods
-it is handed: `capabilities()`, `capability_key()`, `progress()`, `log()`, `ask()`,
-`roots_outside_call()` and `link.meta` / `link.log_level` / `link.roots`:
+With `sdk_relay.py` (a call's session callbacks, relayed to the client) and `sdk_oauth.py`
+(the SDK's OAuth providers on the gateway's token store), the only importer of mcp, httpx2
+and pydantic; `tests/test_downstream_boundaries.py` names the three.
 
-    session callbacks   sampling, elicitation and roots callbacks exist only for the
-                        capabilities the relay declares, so the downstream session
-                        declares exactly those; each answer comes from the client, and a
-                        refusal goes back to the server as the SDK would give it.
-    routing             a kept-alive session serves several calls: server requests and
-                        log messages go to the newest call in flight on it (a stdio server
-                        does not say which call a request belongs to), progress goes by
-                        the request's own token. A roots/list outside any call is answered
-                        by the relay of the session's latest call (`roots_outside_call()`),
-                        as long as every call on the session came from one client.
-    input_required      a 2026-07-28 server's input requests are answered through the
-                        same relay (`resolve_inputs`); sdk.send_call retries with them.
     era probe           server/discover first, falling back to initialize (the SDK's own
                         policy); the verdict is cached per server spec.
+    input_required      a 2026-07-28 server's input requests are answered through the
+                        call's relay (`sdk_relay.resolve_inputs`); send_call retries with them.
 
 Everything imports the SDK inside itself: `import mcp` costs most of a second, and the
 gateway must answer `initialize` before that (see `Downstream.preload`).
@@ -30,14 +19,15 @@ import contextlib
 import logging
 import functools
 import threading
-import weakref
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, Callable, TextIO
 
 from ..errors import DownstreamError, ServerUnavailable
-from ..model import CLIENT_CREDENTIALS, HTTP, SSE, STDIO, ServerSpec
+from ..model import HTTP, SSE, STDIO, ServerSpec
 from . import loop
 from .oauth import SessionAuth
+from .sdk_oauth import oauth_provider
+from .sdk_relay import RelayRouter, attach, resolve_inputs, router_of, session_arguments
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +99,7 @@ async def open_session(
     stack.callback(before_close)
     session = ClientSession(read, write, message_handler=on_message, **session_arguments(relay, router))
     session = await stack.enter_async_context(session)
-    _routers[session] = router
+    attach(session, router)
     return session
 
 
@@ -165,7 +155,7 @@ async def _open_transport(
 
         # No client-side timeouts: the caller's deadline bounds the whole call.
         client = httpx2.AsyncClient(headers=await _headers(spec), timeout=None, verify=tls_context(),
-                                    auth=_oauth_provider(auth),
+                                    auth=oauth_provider(auth),
                                     event_hooks={"response": [auth.observe]} if auth is not None else None)
         client = await stack.enter_async_context(client)
         return await stack.enter_async_context(streamable_http_client(spec.url, http_client=client))
@@ -173,7 +163,7 @@ async def _open_transport(
         from mcp.client.sse import sse_client
 
         session = sse_client(spec.url, headers=await _headers(spec), httpx_client_factory=_sse_http_client,
-                             auth=_oauth_provider(auth))
+                             auth=oauth_provider(auth))
         return await stack.enter_async_context(session)
     raise ServerUnavailable(f"Server {spec.name!r} has an unknown transport {spec.transport!r}")
 
@@ -197,144 +187,8 @@ def _sse_http_client(headers: dict | None = None, timeout: Any = None, auth: Any
     return httpx2.AsyncClient(headers=headers, timeout=timeout, auth=auth, verify=tls_context())
 
 
-# --- relaying a call to the gateway's client ----------------------------------------------
-
 MAX_INPUT_ROUNDS = 10  # as the SDK's own driver: a server asking forever cannot hang a call
 _LEGACY = "legacy"
-
-
-class RelayRouter:
-    """The relays of the calls in flight on one session; touched only in its loop thread."""
-
-    def __init__(self, relay: Any = None):
-        self._relays: list[Any] = [relay] if relay is not None else []
-        self._latest: Any = None  # the relay of the latest call, while all calls came from one client
-        self.clients = 0  # how many client connections (of distinct roots) have made calls here, up to 2
-
-    @contextlib.contextmanager
-    def serving(self, relay: Any) -> Iterator[None]:
-        if relay is None:
-            yield
-            return
-        self._note_client(relay)
-        self._relays.append(relay)
-        try:
-            yield
-        finally:
-            self._relays.remove(relay)
-
-    def current(self) -> Any:
-        return self._relays[-1] if self._relays else None
-
-    def outside_calls(self) -> Any:
-        """Who answers the server outside any call: the latest call's relay, if only one client used the session."""
-        return self._latest if self.clients == 1 else None
-
-    def _note_client(self, relay: Any) -> None:
-        if self.clients > 1:
-            return
-        if self._latest is not None and self._latest.link.roots is not relay.link.roots:
-            self.clients, self._latest = 2, None  # whose roots to give would be a guess: none are given
-            return
-        self.clients, self._latest = 1, relay
-
-
-_routers: "weakref.WeakKeyDictionary[Any, RelayRouter]" = weakref.WeakKeyDictionary()
-
-
-def router_of(session: Any) -> RelayRouter:
-    """The router of a session opened by `open_session` (an empty one for any other session)."""
-    return _routers.setdefault(session, RelayRouter())
-
-
-def session_arguments(relay: Any, router: RelayRouter) -> dict[str, Any]:
-    """ClientSession keyword arguments for a session declaring `relay`'s capabilities,
-    whose callbacks go through `router`."""
-    import mcp_types
-    from pydantic import ValidationError
-
-    capabilities = relay.capabilities() if relay is not None else {}
-    kwargs: dict[str, Any] = {"logging_callback": lambda params: _log(router, params)}
-    if relay is not None and relay.link.log_level is not None:
-        kwargs["log_level"] = relay.link.log_level  # 2026-07-28 servers log only to requests that opt in
-    if "sampling" in capabilities:
-        kwargs["sampling_callback"] = lambda context, params: _ask(router, "sampling/createMessage", params, _sampling_result)
-        with contextlib.suppress(ValidationError):  # an odd sub-capability: declare plain sampling
-            kwargs["sampling_capabilities"] = mcp_types.SamplingCapability.model_validate(capabilities["sampling"])
-    if "elicitation" in capabilities:
-        kwargs["elicitation_callback"] = lambda context, params: _ask(router, "elicitation/create", params, _elicit_result)
-    if "roots" in capabilities:
-        kwargs["list_roots_callback"] = lambda context: _ask(router, "roots/list", None, _roots_result)
-    return kwargs
-
-
-async def _log(router: RelayRouter, params: Any) -> None:
-    relay = router.current()
-    if relay is not None:
-        relay.log(params.level, params.data, params.logger)
-
-
-async def _ask(router: RelayRouter, method: str, params: Any, parse: Any) -> Any:
-    """Relay one server request to the client; the client's answer, or the error for the server."""
-    import mcp_types
-    from pydantic import ValidationError
-
-    from ..relay import RelayRefused
-
-    relay = router.current()
-    if relay is None:
-        return await _outside_calls(router, method, parse)
-    wire = params.model_dump(by_alias=True, exclude_none=True, mode="json") if params is not None else None
-    try:
-        answer = await loop.in_thread(relay.ask, method, wire)
-    except RelayRefused as exc:
-        return mcp_types.ErrorData(code=exc.code, message=exc.message, data=exc.data)
-    try:
-        return parse(answer)
-    except ValidationError:
-        return mcp_types.ErrorData(code=mcp_types.INTERNAL_ERROR, message=f"The client's answer to {method} is malformed")
-
-
-async def _outside_calls(router: RelayRouter, method: str, parse: Any) -> Any:
-    """A server request with no call in flight: only roots/list is answered, from the client's last roots."""
-    import mcp_types
-    from pydantic import ValidationError
-
-    from ..relay import RelayRefused
-
-    standing = router.outside_calls() if method == "roots/list" else None
-    if standing is None:
-        why = "more than one client uses this session" if router.clients > 1 and method == "roots/list" else \
-            "no call is in progress"
-        return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=f"Cannot answer {method}: {why}")
-    try:
-        return parse(await loop.in_thread(standing.roots_outside_call))
-    except RelayRefused as exc:
-        return mcp_types.ErrorData(code=exc.code, message=exc.message, data=exc.data)
-    except ValidationError:
-        return mcp_types.ErrorData(code=mcp_types.INTERNAL_ERROR, message="The client's last roots are malformed")
-
-
-def _sampling_result(answer: Any) -> Any:
-    import mcp_types
-    from pydantic import ValidationError
-
-    try:
-        return mcp_types.CreateMessageResult.model_validate(answer)
-    except ValidationError:
-        return mcp_types.CreateMessageResultWithTools.model_validate(answer)
-
-
-def _elicit_result(answer: Any) -> Any:
-    import mcp_types
-
-    return mcp_types.ElicitResult.model_validate(answer)
-
-
-def _roots_result(answer: Any) -> Any:
-    import mcp_types
-
-    return mcp_types.ListRootsResult.model_validate(answer)
 
 
 # --- the protocol era of a server ---------------------------------------------------------
@@ -365,32 +219,6 @@ def is_modern(session: Any) -> bool:
     from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
     return session.protocol_version in MODERN_PROTOCOL_VERSIONS
-
-
-async def resolve_inputs(session: Any, relay: Any, answer: dict) -> dict:
-    """The client's answers to a 2026 server's input requests, keyed as the server keyed them."""
-    import mcp_types
-    from pydantic import TypeAdapter, ValidationError
-
-    router = router_of(session)
-    responses: dict[str, Any] = {}
-    requests = answer.get("inputRequests") or {}
-    for key, request in requests.items():
-        method = request.get("method") if isinstance(request, dict) else None
-        parse = {"sampling/createMessage": _sampling_result, "elicitation/create": _elicit_result,
-                 "roots/list": _roots_result}.get(method)
-        if parse is None:
-            raise DownstreamError(f"The server asked for input with an unknown method {method!r}")
-        try:
-            typed = TypeAdapter(mcp_types.InputRequest).validate_python(request)
-        except ValidationError:
-            raise DownstreamError(f"The server's {method} input request is malformed") from None
-        outcome = await _ask(router, method, typed.params, parse)
-        if isinstance(outcome, mcp_types.ErrorData):
-            raise DownstreamError(f"The server's {method} input request was not answered: {outcome.message}",
-                                  client_code=outcome.code)
-        responses[key] = outcome
-    return responses
 
 
 # --- requests ------------------------------------------------------------------------------
@@ -571,243 +399,3 @@ def is_connection_closed(exc: BaseException, transport: str) -> bool:
     from mcp.shared.exceptions import MCPError
 
     return isinstance(exc, MCPError) and _closed(exc, transport)
-
-
-# --- OAuth: the SDK's client auth on the gateway's token store ------------------------------
-#
-# The SDK does the protocol. The gateway adds, by subclassing (`_SharedFlow` mixed in before
-# each SDK provider): a TokenStorage on a TokenStore record, which also keeps the discovered
-# metadata and the absolute expiry, handed back to every fresh provider (`_initialize`), so a
-# per-call session neither rediscovers nor misses an expiry; the record's lock around a refresh
-# and around the handling of a 401, re-reading the record once it holds it, so a sign-in or
-# refresh another call or gateway finished meanwhile is used instead of repeated; configured
-# `scopes`; and `authServerMetadataUrl`, where the SDK's metadata discovery requests go.
-
-_DISCOVERY_PATHS = ("/.well-known/oauth-authorization-server", "/.well-known/openid-configuration")
-CLIENT_NAME = "agent-mcp-gateway"
-
-
-def _oauth_provider(auth: SessionAuth | None) -> Any:
-    """A fresh SDK auth provider for one session; None without OAuth."""
-    if auth is None or not auth.enabled:
-        return None
-    import warnings
-
-    from mcp.client.auth.extensions.client_credentials import SignedJWTParameters
-    from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
-    from mcp.shared.exceptions import MCPDeprecationWarning
-
-    classes = _provider_classes()
-    settings, url = auth.settings, auth.spec.url or ""
-    storage = classes.storage(auth)
-    record = storage.record()
-    if settings.grant == CLIENT_CREDENTIALS:
-        # No issuer is configured on a first run; after it, the one stored is pinned.
-        pinned = ((record.get("metadata") or {}).get("authorization_server") or {}).get("issuer")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MCPDeprecationWarning)
-            if settings.private_key_file:
-                signer = SignedJWTParameters(issuer=settings.client_id, subject=settings.client_id,
-                                             signing_key=_private_key(auth),
-                                             signing_algorithm=settings.signing_algorithm or "RS256")
-                provider = classes.private_key(url, storage, settings.client_id, signer.create_assertion_provider(),
-                                               scope=settings.scopes, issuer=pinned)
-            else:
-                provider = classes.client_secret(url, storage, settings.client_id, settings.client_secret,
-                                                 scope=settings.scopes, issuer=pinned)
-    else:
-        redirect_uri = auth.redirect_uri((record.get("client_info") or {}).get("redirect_uris"))
-        cimd = settings.client_id if (settings.client_id or "").startswith("https://") else None
-        if settings.client_id and not cimd:
-            storage.fixed_client = OAuthClientInformationFull(
-                client_id=settings.client_id, client_secret=settings.client_secret, redirect_uris=[redirect_uri],
-                grant_types=["authorization_code", "refresh_token"], response_types=["code"],
-                token_endpoint_auth_method="client_secret_basic" if settings.client_secret else "none",
-            )
-        metadata = OAuthClientMetadata(
-            client_name=CLIENT_NAME, redirect_uris=[redirect_uri], grant_types=["authorization_code", "refresh_token"],
-            response_types=["code"], token_endpoint_auth_method="none", scope=settings.scopes,
-        )
-
-        async def callback() -> Any:
-            from mcp.shared.auth import AuthorizationCodeResult
-
-            result = await auth.wait_for_callback()
-            return AuthorizationCodeResult(code=result.code or "", state=result.state, iss=result.iss)
-
-        provider = classes.authorization_code(url, metadata, storage, auth.open_sign_in, callback,
-                                              client_metadata_url=cimd)
-    provider.gateway_auth = auth
-    provider.gateway_storage = storage
-    return provider
-
-
-def _private_key(auth: SessionAuth) -> str:
-    from pathlib import Path
-
-    path = auth.settings.private_key_file or ""
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or type(exc).__name__
-        raise ServerUnavailable(f"Server {auth.spec.name!r}: cannot read its privateKeyFile {path!r} ({reason})") from None
-
-
-@dataclass(frozen=True)
-class _ProviderClasses:
-    storage: type
-    authorization_code: type
-    client_secret: type
-    private_key: type
-
-
-@functools.cache
-def _provider_classes() -> _ProviderClasses:
-    """The SDK provider classes with the gateway's additions; built once, on first use."""
-    import logging
-    import time
-
-    import httpx2
-    from mcp.client.auth import OAuthClientProvider
-    from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider, PrivateKeyJWTOAuthProvider
-    from mcp.shared.auth import OAuthClientInformationFull, OAuthMetadata, OAuthToken, ProtectedResourceMetadata
-
-    def without_traceback(record: logging.LogRecord) -> bool:
-        # The SDK logs "OAuth flow error" with the exception, whose text may quote a token
-        # endpoint's answer: keep the line, drop the traceback.
-        record.exc_info = record.exc_text = None
-        return True
-
-    logging.getLogger("mcp.client.auth.oauth2").addFilter(without_traceback)
-
-    def dump(model: Any) -> Any:
-        return model.model_dump(mode="json", exclude_none=True) if model is not None else None
-
-    class RecordStorage:
-        """The SDK's TokenStorage on one TokenStore record; a configured client wins over a stored one."""
-
-        def __init__(self, auth: SessionAuth):
-            self._store, self._key = auth.store, auth.key
-            self.fixed_client: Any = None
-
-        def record(self) -> dict:
-            return self._store.read(self._key)
-
-        async def get_tokens(self) -> Any:
-            tokens = self.record().get("tokens")
-            return OAuthToken.model_validate(tokens) if tokens else None
-
-        async def set_tokens(self, tokens: Any) -> None:
-            expires_at = time.time() + int(tokens.expires_in) if tokens.expires_in is not None else None
-            self._store.update(self._key, tokens=dump(tokens), expires_at=expires_at)
-
-        async def get_client_info(self) -> Any:
-            if self.fixed_client is not None:
-                return self.fixed_client
-            client = self.record().get("client_info")
-            return OAuthClientInformationFull.model_validate(client) if client else None
-
-        async def set_client_info(self, client_info: Any) -> None:
-            if self.fixed_client is None:
-                self._store.update(self._key, client_info=dump(client_info))
-
-        def forget_tokens(self) -> None:
-            self._store.update(self._key, tokens=None, expires_at=None)
-
-        def remember_metadata(self, context: Any) -> None:
-            metadata = {"protected_resource": dump(context.protected_resource_metadata),
-                        "authorization_server": dump(context.oauth_metadata),
-                        "auth_server_url": context.auth_server_url}
-            if self.record().get("metadata") != metadata:
-                self._store.update(self._key, metadata=metadata)
-
-    class SharedFlow:
-        gateway_auth: SessionAuth
-        gateway_storage: RecordStorage
-
-        async def _initialize(self) -> None:
-            await super()._initialize()
-            record = self.gateway_storage.record()
-            context = self.context
-            context.token_expiry_time = record.get("expires_at") if context.current_tokens else None
-            metadata = record.get("metadata") or {}
-            if metadata.get("authorization_server"):
-                context.oauth_metadata = OAuthMetadata.model_validate(metadata["authorization_server"])
-            if metadata.get("protected_resource"):
-                context.protected_resource_metadata = ProtectedResourceMetadata.model_validate(
-                    metadata["protected_resource"])
-            context.auth_server_url = metadata.get("auth_server_url") or context.auth_server_url
-
-        async def _perform_authorization(self) -> Any:
-            if self.gateway_auth.settings.scopes:  # configured scopes win over advertised ones
-                self.context.client_metadata.scope = self.gateway_auth.settings.scopes
-            return await super()._perform_authorization()
-
-        async def _auth_flow(self, request: Any) -> Any:
-            auth, storage, context = self.gateway_auth, self.gateway_storage, self.context
-            if not self._initialized:
-                await self._initialize()
-            lock = inner = None
-            try:
-                if not context.is_token_valid() and context.can_refresh_token():
-                    lock = await auth.acquire()
-                    await self._initialize()  # another holder may have refreshed meanwhile
-                inner = super()._auth_flow(request)
-                outgoing = await inner.__anext__()
-                while True:
-                    if outgoing is request and lock is not None:
-                        # Refreshed or signed in (or refused): let the others go on. Never hold
-                        # the lock across the request itself, which may be a long stream.
-                        if context.current_tokens is None:
-                            storage.forget_tokens()  # a refused refresh token is of no more use
-                        else:
-                            storage.remember_metadata(context)
-                        lock.release()
-                        lock = None
-                    response = yield _redirected(outgoing, auth.settings.auth_server_metadata_url)
-                    if outgoing is request and _needs_authorization(response) and lock is None:
-                        lock = await auth.acquire()
-                        if await self._stored_meanwhile(request):
-                            await inner.aclose()
-                            lock.release()
-                            lock = None
-                            self._add_auth_header(request)
-                            yield request
-                            return
-                    outgoing = await inner.asend(response)
-            except StopAsyncIteration:
-                pass
-            finally:
-                if inner is not None:
-                    await inner.aclose()
-                auth.close()
-                if lock is not None:
-                    lock.release()
-
-        async def _stored_meanwhile(self, request: Any) -> bool:
-            """Holding the lock: did another holder store tokens this request has not tried?"""
-            sent = request.headers.get("Authorization")
-            await self._initialize()
-            tokens = self.context.current_tokens
-            return bool(self.context.is_token_valid() and tokens and f"Bearer {tokens.access_token}" != sent)
-
-    def _needs_authorization(response: Any) -> bool:
-        if response.status_code == 401:
-            return True
-        return response.status_code == 403 and "insufficient_scope" in response.headers.get("WWW-Authenticate", "")
-
-    def _redirected(request: Any, metadata_url: str | None) -> Any:
-        if metadata_url and request.method == "GET" and request.url.path.startswith(_DISCOVERY_PATHS):
-            return httpx2.Request("GET", metadata_url, headers=request.headers)
-        return request
-
-    class AuthorizationCode(SharedFlow, OAuthClientProvider):
-        pass
-
-    class ClientSecret(SharedFlow, ClientCredentialsOAuthProvider):
-        pass
-
-    class PrivateKey(SharedFlow, PrivateKeyJWTOAuthProvider):
-        pass
-
-    return _ProviderClasses(RecordStorage, AuthorizationCode, ClientSecret, PrivateKey)

@@ -21,7 +21,9 @@
     │   ├── FallbackAgentNotInRules FALLBACK_AGENT_NOT_IN_RULES
     │   ├── NoFallbackConfigured    NO_FALLBACK_CONFIGURED
     │   ├── RateLimited             RATE_LIMITED (carries retry_after_s)
-    │   └── ToolChanged             TOOL_CHANGED (a definition that differs from its pin)
+    │   ├── ToolChanged             TOOL_CHANGED (a definition that differs from its pin)
+    │   ├── InputStateUnknown       INPUT_STATE_UNKNOWN (a requestState unknown, used or expired)
+    │   └── InputStateMismatch      INPUT_STATE_MISMATCH (a requestState retried by another caller or call)
     └── ConfigError               a config file that cannot be used (carries every problem)
 
 Tool errors are results, not protocol errors, so that the model can read them and adjust.
@@ -120,6 +122,8 @@ FALLBACK_AGENT_NOT_IN_RULES = "FALLBACK_AGENT_NOT_IN_RULES"
 NO_FALLBACK_CONFIGURED = "NO_FALLBACK_CONFIGURED"
 RATE_LIMITED = "RATE_LIMITED"
 TOOL_CHANGED = "TOOL_CHANGED"
+INPUT_STATE_UNKNOWN = "INPUT_STATE_UNKNOWN"
+INPUT_STATE_MISMATCH = "INPUT_STATE_MISMATCH"
 
 
 class GatewayError(Exception):
@@ -191,6 +195,14 @@ class RateLimited(GatewayError):
     code = RATE_LIMITED
 class ToolChanged(GatewayError):
     code = TOOL_CHANGED
+
+
+class InputStateUnknown(GatewayError):
+    code = INPUT_STATE_UNKNOWN
+
+
+class InputStateMismatch(GatewayError):
+    code = INPUT_STATE_MISMATCH
 
 
 @dataclass(frozen=True)

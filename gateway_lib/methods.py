@@ -1,7 +1,9 @@
 """The MCP methods the gateway answers, as an explicit table over the JSON-RPC endpoint.
 
 Holds the little protocol state there is: whether `initialize` happened and which version
-was agreed. The tools themselves live in tools.py.
+was agreed, a 2026-07-28 client's execute_tool calls parked between input_required rounds
+(`input_rounds.py`), and the client's roots as last fetched (`client_roots.py`). The tools
+themselves live in tools.py.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import threading
 from typing import Any, Callable, Protocol
 
 from . import __version__
-from .errors import InvalidParams, InvalidRequest, UnsupportedProtocolVersion
-from .relay import DEFAULT_LOG_LEVEL, LOG_LEVELS, MODERN_VERSION, ClientLink
+from .client_roots import ClientRoots
+from .errors import GatewayError, InvalidParams, InvalidRequest, UnsupportedProtocolVersion
+from .input_rounds import InputRounds, Owner
+from .relay import CLIENT_REQUESTS, DEFAULT_LOG_LEVEL, LOG_LEVELS, MODERN_VERSION, ClientLink
 from .rpc import Method, RequestContext
 
 logger = logging.getLogger(__name__)
@@ -27,6 +31,8 @@ CLIENT_CAPABILITIES_KEY = "io.modelcontextprotocol/clientCapabilities"
 LOG_LEVEL_KEY = "io.modelcontextprotocol/logLevel"
 SERVER_INFO_KEY = "io.modelcontextprotocol/serverInfo"
 _RESERVED_META_PREFIX = "io.modelcontextprotocol/"
+IN_ROUNDS = "execute_tool"  # the one gateway tool whose downstream may ask the client for input
+_RELAYABLE = frozenset(capability for _, capability, _ in CLIENT_REQUESTS.values())
 
 SERVER_NAME = "agent-mcp-gateway"
 INSTRUCTIONS = (
@@ -66,6 +72,9 @@ class McpProtocol:
         self._version: str | None = None
         self._capabilities: dict = {}  # what the client declared at initialize
         self._log_level = DEFAULT_LOG_LEVEL  # set by logging/setLevel
+        self._rounds = InputRounds()
+        self._roots = ClientRoots()
+        self._peer: Any = None  # the channel to the client outside any one request (roots refetches), if any
 
     @property
     def version(self) -> str | None:
@@ -86,7 +95,8 @@ class McpProtocol:
         }
 
     def notifications(self) -> dict[str, Callable[[Any], None]]:
-        return {"notifications/initialized": self.initialized}
+        return {"notifications/initialized": self.initialized,
+                "notifications/roots/list_changed": self.roots_changed}
 
     def capabilities(self) -> dict:
         return {"tools": {"listChanged": False}, "logging": {}}
@@ -113,6 +123,15 @@ class McpProtocol:
 
     def initialized(self, params: Any) -> None:
         self._on_initialized()
+
+    def use_peer(self, peer: Any) -> None:
+        """What the gateway may send the client outside any one request goes through `peer`
+        (stdio: the endpoint's own); without it, changed roots are dropped, not refetched."""
+        self._peer = peer
+
+    def roots_changed(self, params: Any) -> None:
+        """The client's roots changed: the ones kept are dropped and fetched anew (if it declared roots)."""
+        self._roots.changed(self._peer if "roots" in self._capabilities else None)
 
     def ping(self, params: Any, context: RequestContext) -> dict:
         return {}
@@ -164,7 +183,10 @@ class McpProtocol:
         if not isinstance(arguments, dict):
             raise InvalidParams("tools/call 'arguments' must be an object")
         link = self._client_link(params, modern, context)
-        result = self._tools.call(name, arguments, context.cancelled, caller=context.caller, client=link)
+        if modern is not None and (params.get("requestState") is not None or self._in_rounds(name, link)):
+            result = self._call_in_rounds(name, arguments, params, link, context)
+        else:
+            result = self._tools.call(name, arguments, context.cancelled, caller=context.caller, client=link)
         if modern is None:
             result.pop("resultType", None)  # 2026-only; older clients do not expect it
             if "structuredContent" in result and not isinstance(result["structuredContent"], dict):
@@ -173,6 +195,34 @@ class McpProtocol:
         else:
             result.setdefault("resultType", "complete")
         return result
+
+    # --- input_required rounds (2026-07-28) -------------------------------------------
+
+    @staticmethod
+    def _in_rounds(name: str, link: ClientLink) -> bool:
+        """Whether this call may need rounds: execute_tool, for a client able to answer something."""
+        return name == IN_ROUNDS and link.peer is not None and bool(_RELAYABLE & set(link.capabilities))
+
+    def _call_in_rounds(self, name: str, arguments: dict, params: dict, link: ClientLink,
+                        context: RequestContext) -> dict:
+        """The call runs on while the client answers its downstream's requests (input_required);
+        a retry with `requestState` resumes it."""
+        owner = Owner(context.caller, name, arguments)
+        state = params.get("requestState")
+        try:
+            if state is None:
+                def work(call_link: ClientLink, cancel: threading.Event) -> dict:
+                    return self._tools.call(name, arguments, cancel, caller=context.caller, client=call_link)
+
+                return self._rounds.start(owner, link, context.cancelled, work)
+            if not isinstance(state, str):
+                raise InvalidParams("tools/call 'requestState' must be a string")
+            responses = params.get("inputResponses") or {}
+            if not isinstance(responses, dict) or not all(isinstance(v, dict) for v in responses.values()):
+                raise InvalidParams("tools/call 'inputResponses' must be an object of result objects")
+            return self._rounds.resume(state, owner, responses, link, context.cancelled)
+        except GatewayError as exc:  # a state that cannot be redeemed: a tool error the model can read
+            return exc.to_result()
 
     # --- the two generations ---------------------------------------------------------
 
@@ -210,10 +260,11 @@ class McpProtocol:
                               None, forwarded, context.cancelled)
         if modern is None:
             return ClientLink(context.peer, self._version, dict(self._capabilities), self._log_level,
-                              token, forwarded, context.cancelled)
+                              token, forwarded, context.cancelled, roots=self._roots)
         level = modern.get(LOG_LEVEL_KEY)  # 2026 clients opt in to log messages per request
         return ClientLink(context.peer, MODERN_VERSION, dict(modern[CLIENT_CAPABILITIES_KEY]),
-                          level if level in LOG_LEVELS else None, token, forwarded, context.cancelled)
+                          level if level in LOG_LEVELS else None, token, forwarded, context.cancelled,
+                          roots=self._roots)
 
     def _require_initialized(self) -> None:
         if self._version is None:

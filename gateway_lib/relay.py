@@ -2,9 +2,12 @@
 
 Progress (under the client's own token), log messages (at the client's level, the server
 named as logger), and the server's requests to the client (sampling, elicitation, roots)
-when the client declared the capability, the agent's rules allow the kind, and the
-client's protocol version has server-to-client requests at all. Every relayed request is
-audited (method, server, agent, outcome; never its content).
+when the client declared the capability and the agent's rules allow the kind: as requests
+of the gateway, or, to a 2026-07-28 client (which has no server-to-client requests), as
+`input_required` rounds of its execute_tool (`input_rounds.py`). A kept-alive server that
+asks for roots outside any call gets the client's roots as last fetched (`client_roots.py`),
+when the rules still allow it. Every relayed request is audited (method, server, agent,
+outcome; never its content).
 
 The call's clock lives here too: a progress notification restarts the timeout, time
 spent waiting for the client's answer does not count, and an absolute cap counted from
@@ -25,6 +28,7 @@ from typing import Any, Callable, Iterator
 
 from . import policy
 from .errors import INVALID_REQUEST, METHOD_NOT_FOUND, RequestCancelled
+from .input_rounds import RoundsFull
 from .outgoing import PeerError, PeerTimeout
 
 logger = logging.getLogger(__name__)
@@ -63,10 +67,17 @@ class ClientLink:
     progress_token: Any = None
     meta: dict = field(default_factory=dict)  # the rest of the client's _meta, for the downstream
     cancel: threading.Event | None = None
+    inputs: Any = None  # input_rounds.RoundCall: a 2026-07-28 client's requests go into its rounds
+    roots: Any = None  # client_roots.ClientRoots of this client connection: what it answered to roots/list
 
     @property
     def has_server_requests(self) -> bool:
         return self.version != MODERN_VERSION
+
+    def now(self) -> "ClientLink | None":
+        """The link of the client request this call answers now: itself, or for a call in
+        rounds the retry waiting for it (None while parked: nothing can be sent)."""
+        return self if self.inputs is None else self.inputs.attached()
 
 
 class CallClock:
@@ -145,12 +156,14 @@ class CallClock:
 class CallRelay:
     """The relay of one execute_tool: handed to `downstream` for that call."""
 
-    def __init__(self, link: ClientLink, clock: CallClock, *, server: str, agent: str | None, rules: Any, audit: Any):
+    def __init__(self, link: ClientLink, clock: CallClock, *, server: str, agent: str | None, rules: Any, audit: Any,
+                 current_rules: Any = None):
         self.link = link
         self.clock = clock
         self.server = server
         self.agent = agent
         self._rules = rules
+        self._current_rules = current_rules or (lambda: rules)  # the rules in force now (after reloads)
         self._audit = audit
         self._ended = threading.Event()
 
@@ -187,24 +200,26 @@ class CallRelay:
     def progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         """A downstream progress notification: restart the timeout, relay under the client's token."""
         self.clock.restart()
-        if self.link.progress_token is None or self.link.peer is None:
+        link = self.link.now()
+        if link is None or link.progress_token is None or link.peer is None:
             return
-        params: dict[str, Any] = {"progressToken": self.link.progress_token, "progress": progress}
+        params: dict[str, Any] = {"progressToken": link.progress_token, "progress": progress}
         if total is not None:
             params["total"] = total
         if message is not None:
             params["message"] = message
-        self.link.peer.notify("notifications/progress", params)
+        link.peer.notify("notifications/progress", params)
 
     def log(self, level: str, data: Any, logger_name: str | None = None) -> None:
         """A downstream log message, relayed when at or above the client's level."""
-        wanted = self.link.log_level
-        if wanted is None or self.link.peer is None or level not in LOG_LEVELS:
+        link = self.link.now()
+        wanted = link.log_level if link is not None else None
+        if wanted is None or link.peer is None or level not in LOG_LEVELS:
             return
         if LOG_LEVELS.index(level) < LOG_LEVELS.index(wanted):
             return
         name = self.server if not logger_name else f"{self.server}/{logger_name}"
-        self.link.peer.notify("notifications/message", {"level": level, "logger": name, "data": data})
+        link.peer.notify("notifications/message", {"level": level, "logger": name, "data": data})
 
     # --- requests -----------------------------------------------------------------------
 
@@ -215,7 +230,12 @@ class CallRelay:
         """
         outcome = "answered"
         try:
-            return self._ask(method, params)
+            answer = self._ask(method, params)
+            if method == "roots/list" and self.link.roots is not None and self.link.has_server_requests:
+                # Kept for this server's requests outside any call; only from a client that
+                # tells of changes (a 2026-07-28 client has no session to tell them on).
+                self.link.roots.remember(answer)
+            return answer
         except RelayRefused as exc:
             outcome = exc.outcome
             raise
@@ -227,12 +247,12 @@ class CallRelay:
         if entry is None:
             raise _refused("unknown_method", METHOD_NOT_FOUND, f"Method {method!r} not found")
         kind, capability, unsupported = entry
-        if not self.link.has_server_requests:
+        if not self.link.has_server_requests and self.link.inputs is None:
             raise _refused("unsupported_version", INVALID_REQUEST,
                            f"{unsupported}: the gateway's client speaks {MODERN_VERSION}, which has no "
-                           "server-to-client requests, and the gateway does not turn them into input_required")
+                           "server-to-client requests, and this request cannot become an input_required round")
         declared = self.link.capabilities.get(capability)
-        if declared is None or self.link.peer is None:
+        if declared is None or (self.link.peer is None and self.link.inputs is None):
             raise _refused("not_declared", INVALID_REQUEST, unsupported)
         if method == "elicitation/create" and (params or {}).get("mode") == "url" and not (
                 isinstance(declared, dict) and "url" in declared):
@@ -244,13 +264,43 @@ class CallRelay:
         with self.clock.paused():  # a person may be answering: the timeout waits, the cap does not
             try:
                 waiting = _Either(self.link.cancel, self._ended)
+                if self.link.inputs is not None:  # asked in the next input_required round
+                    return self.link.inputs.ask(method, params, max(self.clock.until_cap(), 0.0), waiting)
                 return self.link.peer.request(method, params, max(self.clock.until_cap(), 0.0), waiting)
+            except RoundsFull:
+                raise _refused("too_many_parked", INVALID_REQUEST,
+                               f"{unsupported}: too many calls of this client already wait for its answers") from None
             except PeerError as exc:
                 raise _refused("client_error", exc.code, exc.message, exc.data) from None
             except PeerTimeout:
                 raise _refused("timeout", INVALID_REQUEST, "The client did not answer before the call's time ran out")
             except RequestCancelled:
                 raise _refused("cancelled", INVALID_REQUEST, "The call ended before the client answered") from None
+
+    def roots_outside_call(self) -> dict:
+        """What this session's server gets for a roots/list sent outside any call: the roots
+        this relay's client last gave, if the rules in force still let the agent relay roots
+        to this server. Raises RelayRefused otherwise."""
+        outcome = "answered_from_cache"
+        try:
+            rules = self._current_rules()
+            decision = policy.decide_server(rules, self.agent, self.server)
+            if decision.allowed:
+                decision = policy.decide_client_request(rules, self.agent, "roots")
+            if not decision.allowed:
+                raise _refused("denied", INVALID_REQUEST,
+                               f"List roots not supported: agent {self.agent!r} may not relay roots (rule {decision.rule})")
+            roots = self.link.roots.last() if self.link.roots is not None else None
+            if roots is None:
+                raise _refused("no_roots", INVALID_REQUEST, "List roots not supported outside a call: the gateway "
+                               "holds no roots of its client (none fetched yet, or they changed since)")
+            return roots
+        except RelayRefused as exc:
+            outcome = exc.outcome
+            raise
+        finally:
+            self._audit.record("client_request", method="roots/list", server=self.server, agent=self.agent,
+                               outcome=outcome, outside_call=True)
 
 
 def _refused(outcome: str, code: int, message: str, data: Any = None) -> RelayRefused:

@@ -126,6 +126,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
         cancel_notification="notifications/cancelled",
         batches_allowed=protocol.batches_allowed,
     )
+    protocol.use_peer(endpoint.peer)  # changed roots of the client are refetched through it
     reader = MessageReader(stdin, serve.max_line_bytes)
 
     def read_until_eof() -> None:

@@ -425,7 +425,8 @@ class GatewayTools:
         """What this call's downstream may send the client, and the call's clock."""
         clock = CallClock(timeout_s, self._settings.max_timeout_ms / 1000 if cap_s is None else cap_s)
         link = client or ClientLink(None, None, log_level=None)
-        return CallRelay(link, clock, server=spec.name, agent=record.agent, rules=snapshot.rules, audit=self._audit)
+        return CallRelay(link, clock, server=spec.name, agent=record.agent, rules=snapshot.rules, audit=self._audit,
+                         current_rules=lambda: self._store.current().rules)
 
     def _timeout_s(self, spec: ServerSpec, requested_ms: int | None) -> float:
         return (requested_ms or spec.timeout_ms or self._settings.default_timeout_ms) / 1000

@@ -33,6 +33,7 @@ class Recorder:
         self.asked: queue.Queue = queue.Queue()  # (method, params)
         self.withdrawn: queue.Queue = queue.Queue()  # a relayed request the gateway cancelled
         self.never_answer = False
+        self.roots_uri = "file:///work/project"  # what roots/list answers (a test may change it)
 
     async def _wait_or_answer(self, method, params, answer):
         self.asked.put((method, params))
@@ -54,7 +55,7 @@ class Recorder:
         return await self._wait_or_answer("elicitation/create", params, mcp_types.ElicitResult(action="accept", content=content))
 
     async def roots(self, context):
-        answer = mcp_types.ListRootsResult(roots=[mcp_types.Root(uri="file:///work/project", name="project")])
+        answer = mcp_types.ListRootsResult(roots=[mcp_types.Root(uri=self.roots_uri, name="project")])
         return await self._wait_or_answer("roots/list", None, answer)
 
     async def logging(self, params):

@@ -173,6 +173,78 @@ def test_a_client_that_never_answers_ends_the_call_at_its_cap_and_the_request_is
     assert [r["outcome"] for r in audit_records(config_dir)] in (["timeout"], ["cancelled"])
 
 
+def outside_call_roots(fixture_log) -> list:
+    """What the server got for each roots/list it sent outside any call (roots_later)."""
+    return [e for e in harness.read_log(fixture_log) if e["event"] == "answer" and e["method"] == "roots/list"]
+
+
+@pytest.mark.filterwarnings("ignore:The roots capability is deprecated")
+def test_a_kept_alive_server_asking_for_roots_outside_a_call_gets_the_clients_last_roots(
+        config_dir, servers, fixture_log):
+    servers(session="keep-alive")
+    recorder = Recorder()
+
+    def roots_later(count: int) -> dict:
+        assert not execute(gw, "roots_later", {"delay_ms": 300}).is_error
+        harness.wait_until(lambda: len(outside_call_roots(fixture_log)) >= count, WAIT_S)
+        return outside_call_roots(fixture_log)[count - 1]
+
+    with start_gateway(config_dir, recorder) as gw:
+        before = roots_later(1)  # nothing fetched yet: refused, as before
+        answer_of(execute(gw, "roots"))  # relayed during a call: the gateway keeps the answer
+        assert recorder.asked.get(timeout=WAIT_S)[0] == "roots/list"
+        cached = roots_later(3)
+        assert recorder.asked.empty()  # answered from what was kept, not asked again
+        recorder.roots_uri = "file:///work/other"
+        gw._run(gw.session.send_roots_list_changed(), WAIT_S)
+        assert recorder.asked.get(timeout=WAIT_S)[0] == "roots/list"  # refetched at once
+        refreshed = roots_later(4)
+    assert before["kind"] == "error" and before["code"] == INVALID_REQUEST
+    assert cached["roots"] == [{"uri": "file:///work/project", "name": "project"}]
+    assert refreshed["roots"] == [{"uri": "file:///work/other", "name": "project"}]
+    outside = [r for r in audit_records(config_dir) if r.get("outside_call")]
+    assert [(r["server"], r["agent"], r["outcome"]) for r in outside] == [
+        ("fx", "default", "no_roots"), ("fx", "default", "answered_from_cache"), ("fx", "default", "answered_from_cache")]
+
+
+@pytest.mark.filterwarnings("ignore:The roots capability is deprecated")
+def test_roots_outside_a_call_are_refused_once_the_rules_in_force_withhold_them(config_dir, servers, fixture_log):
+    servers(session="keep-alive")
+    go = config_dir.path("go")
+    with start_gateway(config_dir, Recorder()) as gw:
+        answer_of(execute(gw, "roots"))  # the client's roots are kept
+        assert not execute(gw, "roots_later", {"delay_ms": 0, "when_exists": str(go)}).is_error
+        config_dir.write_rules(open_rules(client_requests=["sampling"]))
+        harness.wait_until(lambda: [r for r in audit_records(config_dir, "config_reload") if r["outcome"] == "applied"],
+                           WAIT_S)
+        go.touch()  # the kept session, opened under the old rules, asks now
+        harness.wait_until(lambda: len(outside_call_roots(fixture_log)) >= 2, WAIT_S)
+    refused = outside_call_roots(fixture_log)[1]
+    assert refused["kind"] == "error" and refused["code"] == INVALID_REQUEST
+    assert [r["outcome"] for r in audit_records(config_dir) if r.get("outside_call")] == ["denied"]
+
+
+def test_roots_outside_a_call_are_given_only_while_one_client_uses_the_session():
+    # Which client's roots to give a session two clients share would be a guess: none are.
+    from gateway_lib.client_roots import ClientRoots
+    from gateway_lib.downstream.sdk_relay import RelayRouter
+    from gateway_lib.relay import ClientLink
+
+    class Relay:
+        def __init__(self, roots):
+            self.link = ClientLink(None, None, roots=roots)
+
+    first, second = Relay(ClientRoots()), Relay(ClientRoots())
+    router = RelayRouter()
+    with router.serving(first):
+        pass
+    alone = router.outside_calls()
+    with router.serving(second):
+        pass
+    assert alone is first
+    assert router.outside_calls() is None and router.clients == 2
+
+
 # --- cancellation and _meta ------------------------------------------------------------------
 
 

@@ -1,11 +1,13 @@
 """Both protocol generations: the stateless 2026-07-28 upstream (server/discover, the
-per-request _meta envelope, resultType) and downstream servers that speak only 2026-07-28
-(probed once, input_required resolved through the client, tool definitions unchanged)."""
+per-request _meta envelope, resultType, a downstream's requests as input_required rounds)
+and downstream servers that speak only 2026-07-28 (probed once, input_required resolved
+through the client, tool definitions unchanged)."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import threading
 
 import pytest
 from mcp import Client, StdioServerParameters
@@ -13,10 +15,18 @@ from mcp import Client, StdioServerParameters
 import harness
 from gateway_lib.catalog import ToolCatalog
 from gateway_lib.downstream.sdk import ListedTools
-from gateway_lib.errors import INVALID_PARAMS, INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION
+from gateway_lib.errors import (
+    INPUT_STATE_MISMATCH,
+    INPUT_STATE_UNKNOWN,
+    INVALID_PARAMS,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    InputStateMismatch,
+)
+from gateway_lib.input_rounds import InputRounds, Owner, RoundsFull
 from gateway_lib.model import ServerSpec
+from gateway_lib.relay import ClientLink
 from passthrough_helpers import Recorder, answer_of, audit_records, execute, passthrough_server, start_gateway
-from servers.passthrough_server import LIST_IN_2026
+from servers.passthrough_server import LIST_IN_2026, SAMPLE_PARAMS
 
 MODERN = "2026-07-28"
 WAIT_S = 30
@@ -36,8 +46,30 @@ def fixture_log(config_dir):
 def modern_client(config_dir, recorder=None) -> Client:
     argv = harness.gateway_argv(config_dir.mcp_config, config_dir.rules, "--audit-log", str(config_dir.path("audit.jsonl")))
     params = StdioServerParameters(command=sys.executable, args=[str(a) for a in argv], env=harness.gateway_env())
-    callbacks = {"sampling_callback": recorder.sampling} if recorder is not None else {}
+    callbacks = {}
+    if recorder is not None:
+        callbacks = {"sampling_callback": recorder.sampling, "elicitation_callback": recorder.elicitation,
+                     "list_roots_callback": recorder.roots}
     return Client(params, mode="auto", **callbacks)
+
+
+def raw_modern_gateway(config_dir, env=None):
+    return config_dir.raw_gateway("--audit-log", str(config_dir.path("audit.jsonl")), env=env)
+
+
+SAMPLING_ENVELOPE = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"sampling": {}}}
+SAMPLE_CALL = {"name": "execute_tool", "arguments": {"server": "fx", "tool": "sample", "args": {}}}
+SAMPLED = {"role": "assistant", "content": {"type": "text", "text": "hi"}, "model": "raw-model"}
+
+
+def retry(raw, call, state, responses):
+    params = {**call, "_meta": SAMPLING_ENVELOPE, "inputResponses": responses, "requestState": state}
+    return raw.request("tools/call", params, timeout=WAIT_S)["result"]
+
+
+def error_code(result) -> str:
+    assert result["isError"] is True, result
+    return result["structuredContent"]["error"]["code"]
 
 
 def run(coro):
@@ -98,19 +130,137 @@ def test_a_2026_request_naming_another_version_is_refused_with_the_supported_lis
     assert no_caps["code"] == INVALID_PARAMS
 
 
-def test_a_downstream_request_during_a_2026_clients_call_is_refused_with_a_clear_error(config_dir, tag, fixture_log):
-    config_dir.write({"fx": passthrough_server(tag, fixture_log)}, RULES)
+@pytest.mark.parametrize("tool, era", [("ask_twice", ()), ("sample", ("--only-2026",))])
+def test_a_downstream_request_during_a_2026_clients_call_becomes_input_required_rounds(
+        config_dir, tag, fixture_log, tool, era):
+    # The SDK client drives the rounds itself: each round's requests go to its callbacks,
+    # and its retry carries the answers down to the call, which goes on where it waited.
+    config_dir.write({"fx": passthrough_server(tag, fixture_log, *era)}, RULES)
     recorder = Recorder()
 
     async def session():
         async with modern_client(config_dir, recorder) as client:
-            return await client.call_tool("execute_tool", {"server": "fx", "tool": "sample", "args": {}})
+            result = await client.call_tool("execute_tool", {"server": "fx", "tool": tool, "args": {}})
+            return client.protocol_version, result
 
-    error = answer_of(run(session()))["error"]
-    assert error["code"] == INVALID_REQUEST
-    assert MODERN in error["message"] and "input_required" in error["message"]
-    assert recorder.asked.empty()
-    assert [r["outcome"] for r in audit_records(config_dir)] == ["unsupported_version"]
+    version, result = run(session())
+    answer = answer_of(result)["answer"]
+    assert version == MODERN
+    if tool == "ask_twice":  # two requests one after the other: two rounds
+        assert answer["elicit"] == {"action": "accept", "content": {"name": "Ada"}}
+        assert answer["roots"]["roots"] == [{"uri": "file:///work/project", "name": "project"}]
+        expected = ["elicitation/create", "roots/list"]
+    else:  # a 2026-07-28 server's own input_required, resolved through the client's rounds
+        assert answer["state"] == "state-sample" and answer["responses"]["q1"]["model"] == "fixture-model"
+        expected = ["sampling/createMessage"]
+    assert [recorder.asked.get(timeout=WAIT_S)[0] for _ in expected] == expected
+    assert [(r["method"], r["outcome"]) for r in audit_records(config_dir)] == [(m, "answered") for m in expected]
+
+
+def test_an_input_required_round_names_its_call_by_a_single_use_state_bound_to_the_same_call(
+        config_dir, tag, fixture_log):
+    rules = {"agents": {"default": {"allow": {"servers": ["*"]}}, "other": {"allow": {"servers": ["*"]}}}}
+    config_dir.write({"fx": passthrough_server(tag, fixture_log)}, rules)
+    as_other = {**SAMPLE_CALL, "arguments": {**SAMPLE_CALL["arguments"], "agent_id": "other"}}
+    with raw_modern_gateway(config_dir) as raw:
+        first = raw.request("tools/call", {**SAMPLE_CALL, "_meta": SAMPLING_ENVELOPE}, timeout=WAIT_S)["result"]
+        state = first["requestState"]
+        [(key, asked)] = first["inputRequests"].items()
+        another_agent = retry(raw, as_other, state, {key: SAMPLED})
+        made_up = retry(raw, SAMPLE_CALL, "made-up", {key: SAMPLED})
+        unanswered = retry(raw, SAMPLE_CALL, state, {})  # asked again, under a new state
+        final = retry(raw, SAMPLE_CALL, unanswered["requestState"], {key: SAMPLED})
+        again = retry(raw, SAMPLE_CALL, unanswered["requestState"], {key: SAMPLED})
+        old = retry(raw, SAMPLE_CALL, state, {key: SAMPLED})
+    assert first["resultType"] == "input_required" and "content" not in first
+    assert asked["method"] == "sampling/createMessage"
+    assert asked["params"]["messages"] == SAMPLE_PARAMS["messages"] and asked["params"]["maxTokens"] == 20
+    assert len(state) >= 43  # 256 bits, URL-safe
+    assert error_code(another_agent) == INPUT_STATE_MISMATCH  # and the call stayed parked for its own retry
+    assert error_code(made_up) == INPUT_STATE_UNKNOWN
+    assert unanswered["resultType"] == "input_required" and unanswered["inputRequests"] == {key: asked}
+    assert unanswered["requestState"] != state
+    assert final["resultType"] == "complete"
+    assert final["structuredContent"]["answer"]["model"] == "raw-model"
+    assert error_code(again) == INPUT_STATE_UNKNOWN and error_code(old) == INPUT_STATE_UNKNOWN  # single-use
+    [record] = audit_records(config_dir)
+    assert (record["method"], record["server"], record["agent"], record["outcome"]) == (
+        "sampling/createMessage", "fx", "default", "answered")
+
+
+def test_a_parked_call_whose_client_never_retries_is_cancelled_downstream_at_its_cap(config_dir, tag, fixture_log):
+    config_dir.write({"fx": passthrough_server(tag, fixture_log)}, RULES)
+    with raw_modern_gateway(config_dir, env={"GATEWAY_MAX_TIMEOUT_MS": "4000"}) as raw:
+        listing = {"name": "get_server_tools", "arguments": {"server": "fx"}, "_meta": ENVELOPE}
+        raw.request("tools/call", listing, timeout=WAIT_S)  # the SDK loaded: the cap is for the call alone
+        first = raw.request("tools/call", {**SAMPLE_CALL, "_meta": SAMPLING_ENVELOPE}, timeout=WAIT_S)["result"]
+        assert first["resultType"] == "input_required", first
+        # No retry: at the cap the call is cancelled downstream, and its state is gone.
+        harness.wait_until(lambda: harness.count_events(fixture_log, "cancelled"), WAIT_S)
+        harness.wait_until(lambda: audit_records(config_dir, "tool_call"), WAIT_S)  # the call has ended
+        [key] = first["inputRequests"]
+        late = retry(raw, SAMPLE_CALL, first["requestState"], {key: SAMPLED})
+    assert error_code(late) == INPUT_STATE_UNKNOWN
+    # The wait for the retry and the call itself end at the same cap: either may see it first.
+    assert [r["outcome"] for r in audit_records(config_dir)] in (["timeout"], ["cancelled"])
+
+
+def test_progress_of_a_call_in_rounds_goes_under_the_token_of_the_request_waiting_for_it(config_dir, tag, fixture_log):
+    config_dir.write({"fx": passthrough_server(tag, fixture_log)}, RULES)
+    envelope = {**ENVELOPE, "io.modelcontextprotocol/clientCapabilities": {"elicitation": {}}}
+    call = {"name": "execute_tool", "arguments": {"server": "fx", "tool": "elicit_progress", "args": {}}}
+    with raw_modern_gateway(config_dir) as raw:
+        first = raw.request("tools/call", {**call, "_meta": {**envelope, "progressToken": "p1"}}, timeout=WAIT_S)
+        [key] = first["result"]["inputRequests"]
+        answer = {"action": "accept", "content": {"name": "Ada"}}
+        final = raw.request("tools/call", {**call, "_meta": {**envelope, "progressToken": "p2"},
+                                           "inputResponses": {key: answer},
+                                           "requestState": first["result"]["requestState"]}, timeout=WAIT_S)
+    assert final["result"]["structuredContent"]["answer"] == answer
+    progress = [m["params"] for m in raw.other_messages if m.get("method") == "notifications/progress"]
+    assert progress == [{"progressToken": "p2", "progress": 1.0, "message": "answered"}]
+
+
+def test_a_request_state_is_redeemed_only_by_the_caller_it_was_handed_to():
+    # The HTTP transport's caller (a bearer token's agent) is part of the binding; unit-level,
+    # as stdio has one caller.
+    rounds = InputRounds()
+    link = ClientLink(peer=None, version=MODERN, capabilities={"sampling": {}}, cancel=threading.Event())
+    answers = []
+
+    def work(call_link, cancel):
+        answers.append(call_link.inputs.ask("sampling/createMessage", SAMPLE_PARAMS, WAIT_S, cancel))
+        return {"content": [], "isError": False}
+
+    owner = Owner("agent-a", "execute_tool", {"server": "fx"})
+    first = rounds.start(owner, link, threading.Event(), work)
+    [key] = first["inputRequests"]
+    with pytest.raises(InputStateMismatch):
+        rounds.resume(first["requestState"], Owner("agent-b", "execute_tool", {"server": "fx"}), {key: SAMPLED},
+                      link, threading.Event())
+    final = rounds.resume(first["requestState"], owner, {key: SAMPLED}, link, threading.Event())
+    assert final == {"content": [], "isError": False} and answers == [SAMPLED]
+    assert rounds.parked == 0
+
+
+def test_past_the_bound_on_parked_calls_a_downstream_request_is_refused_and_its_call_goes_on():
+    rounds = InputRounds(max_parked=1)
+    link = ClientLink(peer=None, version=MODERN, capabilities={"sampling": {}}, cancel=threading.Event())
+    refused = []
+
+    def work(call_link, cancel):
+        try:
+            call_link.inputs.ask("sampling/createMessage", SAMPLE_PARAMS, WAIT_S, cancel)
+        except RoundsFull:
+            refused.append(True)
+        return {"content": [], "isError": False}
+
+    parked = rounds.start(Owner(None, "execute_tool", {"n": 1}), link, threading.Event(), work)
+    second = rounds.start(Owner(None, "execute_tool", {"n": 2}), link, threading.Event(), work)
+    rounds.close()  # the parked one is cancelled
+    assert parked["resultType"] == "input_required"
+    assert second == {"content": [], "isError": False} and refused == [True]
+    assert rounds.parked == 0
 
 
 # --- downstream: servers that speak only 2026-07-28 ------------------------------------------

@@ -2,8 +2,8 @@
 
 Part of the SDK boundary with `sdk.py` (mcp and pydantic are imported here too). A call's
 relay (`gateway_lib.relay.CallRelay`) is reached only through the methods it is handed:
-`capabilities()`, `capability_key()`, `progress()`, `log()`, `ask()` and `link.meta` /
-`link.log_level`:
+`capabilities()`, `capability_key()`, `progress()`, `log()`, `ask()`,
+`roots_outside_call()` and `link.meta` / `link.log_level` / `link.roots`:
 
     session callbacks   sampling, elicitation and roots callbacks exist only for the
                         capabilities the relay declares, so the downstream session
@@ -12,7 +12,9 @@ relay (`gateway_lib.relay.CallRelay`) is reached only through the methods it is 
     routing             a kept-alive session serves several calls: server requests and
                         log messages go to the newest call in flight on it (a stdio server
                         does not say which call a request belongs to), progress goes by
-                        the request's own token.
+                        the request's own token. A roots/list outside any call is answered
+                        by the relay of the session's latest call (`roots_outside_call()`),
+                        as long as every call on the session came from one client.
     input_required      a 2026-07-28 server's input requests are answered through the
                         same relay (`resolve_inputs`); sdk.send_call retries with them.
 """
@@ -31,12 +33,15 @@ class RelayRouter:
 
     def __init__(self, relay: Any = None):
         self._relays: list[Any] = [relay] if relay is not None else []
+        self._latest: Any = None  # the relay of the latest call, while all calls came from one client
+        self.clients = 0  # how many client connections (of distinct roots) have made calls here, up to 2
 
     @contextlib.contextmanager
     def serving(self, relay: Any) -> Iterator[None]:
         if relay is None:
             yield
             return
+        self._note_client(relay)
         self._relays.append(relay)
         try:
             yield
@@ -45,6 +50,18 @@ class RelayRouter:
 
     def current(self) -> Any:
         return self._relays[-1] if self._relays else None
+
+    def outside_calls(self) -> Any:
+        """Who answers the server outside any call: the latest call's relay, if only one client used the session."""
+        return self._latest if self.clients == 1 else None
+
+    def _note_client(self, relay: Any) -> None:
+        if self.clients > 1:
+            return
+        if self._latest is not None and self._latest.link.roots is not relay.link.roots:
+            self.clients, self._latest = 2, None  # whose roots to give would be a guess: none are given
+            return
+        self.clients, self._latest = 1, relay
 
 
 _routers: "weakref.WeakKeyDictionary[Any, RelayRouter]" = weakref.WeakKeyDictionary()
@@ -96,7 +113,7 @@ async def _ask(router: RelayRouter, method: str, params: Any, parse: Any) -> Any
 
     relay = router.current()
     if relay is None:
-        return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=f"No call is in progress to relay {method} for")
+        return await _outside_calls(router, method, parse)
     wire = params.model_dump(by_alias=True, exclude_none=True, mode="json") if params is not None else None
     try:
         answer = await loop.in_thread(relay.ask, method, wire)
@@ -106,6 +123,26 @@ async def _ask(router: RelayRouter, method: str, params: Any, parse: Any) -> Any
         return parse(answer)
     except ValidationError:
         return mcp_types.ErrorData(code=mcp_types.INTERNAL_ERROR, message=f"The client's answer to {method} is malformed")
+
+
+async def _outside_calls(router: RelayRouter, method: str, parse: Any) -> Any:
+    """A server request with no call in flight: only roots/list is answered, from the client's last roots."""
+    import mcp_types
+    from pydantic import ValidationError
+
+    from ..relay import RelayRefused
+
+    standing = router.outside_calls() if method == "roots/list" else None
+    if standing is None:
+        why = "more than one client uses this session" if router.clients > 1 and method == "roots/list" else \
+            "no call is in progress"
+        return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=f"Cannot answer {method}: {why}")
+    try:
+        return parse(await loop.in_thread(standing.roots_outside_call))
+    except RelayRefused as exc:
+        return mcp_types.ErrorData(code=exc.code, message=exc.message, data=exc.data)
+    except ValidationError:
+        return mcp_types.ErrorData(code=mcp_types.INTERNAL_ERROR, message="The client's last roots are malformed")
 
 
 def _sampling_result(answer: Any) -> Any:

@@ -26,6 +26,13 @@ Tools (legacy era unless noted):
     elicit {}                    form-mode elicitation/create; returns the answer
     elicit_url {}                URL-mode elicitation/create; returns the answer
     roots {}                     roots/list; returns the answer
+    ask_twice {}                 form-mode elicitation/create, then roots/list; returns both answers
+    elicit_progress {}           form-mode elicitation/create, then one progress notification
+                                 (under the request's progressToken); returns the answer
+    roots_later {delay_ms, when_exists}
+                                 returns "scheduled" at once; delay_ms later (no call in flight
+                                 then), and once the file when_exists names exists (if given),
+                                 asks roots/list, and logs the answer
     wait_cancel {}               never answers; logs "cancelled" when the cancel arrives
     meta {}                      returns the request's _meta; result _meta is {"fixture/seen": true}
     sampling_only {}             listed only to clients that declared sampling
@@ -91,7 +98,8 @@ def ask(method, params):
         kind, value = answer.get(timeout=ANSWER_WAIT_S)
     except queue.Empty:
         kind, value = "error", {"code": -1, "message": "no answer"}
-    log_event("answer", method=method, kind=kind, code=value.get("code") if kind == "error" else None)
+    roots = value.get("roots") if kind == "result" and method == "roots/list" else None
+    log_event("answer", method=method, kind=kind, code=value.get("code") if kind == "error" else None, roots=roots)
     return kind, value
 
 
@@ -123,7 +131,8 @@ INTERACTIVE = {"sample": ("sampling/createMessage", SAMPLE_PARAMS), "elicit": ("
 
 
 def tool_definitions(caps):
-    names = ["progress", "log", "sample", "elicit", "elicit_url", "roots", "wait_cancel", "meta"]
+    names = ["progress", "log", "sample", "elicit", "elicit_url", "roots", "wait_cancel", "meta", "ask_twice",
+             "elicit_progress", "roots_later"]
     tools = [{"name": name, "description": f"The {name} fixture.", "inputSchema": dict(OBJECT)} for name in names]
     tools[0]["inputSchema"] = {"type": "object", "properties": {"steps": {"type": "integer"}, "delay_ms": {"type": "integer"}}}
     if "sampling" in caps:
@@ -151,6 +160,25 @@ def run_tool(request_id, name, args, meta, caps):
         method, params = INTERACTIVE[name]
         kind, value = ask(method, params)
         return answer_result(value, kind)
+    if name == "ask_twice":
+        first = ask(*INTERACTIVE["elicit"])
+        second = ask(*INTERACTIVE["roots"])
+        return answer_result({"elicit": first[1], "roots": second[1]})
+    if name == "elicit_progress":
+        kind, value = ask(*INTERACTIVE["elicit"])
+        if token is not None:
+            notify("notifications/progress", {"progressToken": token, "progress": 1, "message": "answered"})
+        return answer_result(value, kind)
+    if name == "roots_later":
+        def later():
+            time.sleep(int(args.get("delay_ms", 300)) / 1000)
+            signal, waited = args.get("when_exists"), 0.0
+            while signal and not os.path.exists(signal) and waited < ANSWER_WAIT_S:
+                time.sleep(0.02)
+                waited += 0.02
+            ask("roots/list", {})
+        threading.Thread(target=later, daemon=True).start()
+        return text("scheduled")
     if name == "wait_cancel":
         event = CANCELLED.setdefault(request_id, threading.Event())
         if event.wait(ANSWER_WAIT_S):

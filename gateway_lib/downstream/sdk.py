@@ -1,5 +1,8 @@
 """The mcp client SDK's sessions: transports, TLS, the era probe, list/call helpers, failure kinds.
 
+Over 400 lines for one job: every step of a session that touches the SDK (open, probe, list,
+call, recover an unreadable answer's id) stays here, so the SDK boundary is three files, not more.
+
 With `sdk_relay.py` (a call's session callbacks, relayed to the client) and `sdk_oauth.py`
 (the SDK's OAuth providers on the gateway's token store), the only importer of mcp, httpx2
 and pydantic; `tests/test_downstream_boundaries.py` names the three.

@@ -199,11 +199,7 @@ def test_a_client_that_stops_reading_stdout_does_not_keep_the_gateway_alive(conf
             process.send_signal(signal.SIGTERM)
         assert process.wait(EXIT_WITHIN_S) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
-        for stream in (process.stdin, process.stdout):
-            stream.close()
+        reap(process)
     assert harness.wait_no_tagged(tag) == []
 
 
@@ -226,11 +222,16 @@ def test_stdin_eof_ends_the_gateway_while_its_reader_is_blocked_answering_a_clie
         process.stdin.close()
         assert process.wait(EXIT_WITHIN_S) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(5)
-        for stream in (process.stdin, process.stdout):
-            stream.close()
+        reap(process)
+
+
+def reap(process: subprocess.Popen) -> None:
+    """Kills a gateway a failed test left running and closes the test's ends of its pipes."""
+    if process.poll() is None:
+        process.kill()
+        process.wait(5)
+    for stream in (process.stdin, process.stdout):
+        stream.close()
 
 
 def unread_bytes(stream) -> int:

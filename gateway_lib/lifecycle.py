@@ -6,9 +6,9 @@
 The handlers are installed before anything else is done, so an early signal never meets a
 default action (SIGHUP's and SIGQUIT's would end the process). A thread that dies of an
 uncaught exception is logged in one line and listed in status. And once shutdown has had
-its bounded time, a thread still stuck (the writer, blocked on a client that stopped
-reading, or a worker waiting for room behind it) does not keep the process alive: the
-interpreter would join it forever.
+its bounded time, the process leaves at once (`leave`): a thread still stuck (the writer,
+blocked on a client that stopped reading, or a worker waiting for room behind it) does
+not keep it alive, as the interpreter's own exit, which joins it, would.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 logger = logging.getLogger(__name__)
 
@@ -110,15 +110,18 @@ def stuck_threads() -> list[str]:
             if thread is not current and not thread.daemon and thread.is_alive()]
 
 
-def exit_now_if_stuck(code: int, workers_idle: Callable[[float], bool], stuck: list[str] | None = None,
-                      settle_s: float = 0.5) -> None:
-    """Leave at once, with `code`, if work is still stuck after `settle_s`; else return and
-    let the interpreter exit normally.
+def leave(code: int, workers_idle: Callable[[float], bool], stuck: list[str] | None = None,
+          settle_s: float = 0.5, unfinished: list[str] | None = None) -> NoReturn:
+    """End the process with `code` once shutdown has done all it can within its bounds.
 
-    Called after shutdown has done all it can within its bounds: what is left can only
-    hang the interpreter's own exit, which joins every pool worker and non-daemon thread.
-    `workers_idle(timeout)` says whether the pool's workers are done; `stuck` names what
-    the caller already knows is stuck (a daemon thread blocked on the wire, say).
+    The interpreter's own exit is skipped (os._exit): by now every answer, audit record
+    and downstream session is closed, so it would only free memory (about 0.3 s once the
+    SDK is loaded), and it can hang, joining a pool worker or non-daemon thread that is
+    stuck, or deadlock on module locks, finalizing while a daemon thread is inside an
+    import. `workers_idle(timeout)` says whether the pool's workers are done; `stuck`
+    names what the caller already knows is stuck (a daemon thread blocked on the wire,
+    say): either is a warning. `unfinished` names daemon work nothing needs any more (the
+    SDK's background import, for a gateway stopped before its first call): a debug line.
     """
     deadline = time.monotonic() + settle_s
     stuck = list(stuck or [])
@@ -129,10 +132,12 @@ def exit_now_if_stuck(code: int, workers_idle: Callable[[float], bool], stuck: l
         if thread is not current and not thread.daemon:
             thread.join(max(deadline - time.monotonic(), 0))
     stuck += stuck_threads()
-    if not stuck:
-        return
-    logger.warning("Exiting without waiting for what is still stuck: %s", ", ".join(stuck))
-    for stream in (sys.stderr, sys.__stderr__):
+    if stuck:
+        logger.warning("Exiting without waiting for what is still stuck: %s", ", ".join(stuck))
+    if unfinished:
+        logger.debug("Exiting without finishing what nothing needs: %s", ", ".join(unfinished))
+    logging.shutdown()  # flushes every handler
+    for stream in (sys.stdout, sys.__stdout__, sys.stderr, sys.__stderr__):
         try:
             stream.flush()
         except (OSError, ValueError, AttributeError):

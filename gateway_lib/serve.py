@@ -7,7 +7,7 @@ import logging
 import sys
 import threading
 import time
-from typing import Mapping
+from typing import Mapping, NoReturn
 
 from . import __version__
 from .cli_common import EXIT_CONFIG, EXIT_USAGE, config_paths, configure_logging, pins_path
@@ -31,7 +31,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     from .errors import ConfigError
     from .framing import (DEFAULT_MAX_LINE_BYTES, MessageReader, MessageWriter, claim_stdin, claim_stdout,
                           peer_hung_up)
-    from .lifecycle import ThreadDeaths, exit_now_if_stuck
+    from .lifecycle import ThreadDeaths, leave
     from .methods import McpProtocol
     from .metrics import Metrics
     from .pins import PinnedLists, PinStore
@@ -152,8 +152,13 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     downstream.shutdown(_left(deadline))
     audit.close()
     delivered = writer.close(_left(deadline))  # a client that stopped reading gets what fits in the bound
-    exit_now_if_stuck(0, endpoint.wait_workers_idle, [] if delivered else ["the writer delivering answers"])
-    return 0
+    leave(0, endpoint.wait_workers_idle, [] if delivered else ["the writer delivering answers"],
+          unfinished=_unfinished(downstream))
+
+
+def _unfinished(downstream) -> list[str]:
+    # A gateway stopped before its first call need not finish importing the SDK.
+    return ["the SDK's background import"] if downstream.preloading else []
 
 
 def _left(deadline: float, floor_s: float = 0.5) -> float:
@@ -178,7 +183,7 @@ def _http_settings(options: argparse.Namespace, environ: Mapping[str, str], serv
     return read_http_settings(options, environ, max_body_bytes=serve.max_line_bytes, max_workers=serve.max_workers)
 
 
-def _serve_http(http, signals, *, downstream, background, audit, **parts) -> int:
+def _serve_http(http, signals, *, downstream, background, audit, **parts) -> NoReturn:
     from .http_main import serve_http
 
     code = serve_http(http, signals, downstream=downstream, background=background, grace_s=SHUTDOWN_GRACE_S, **parts)
@@ -187,7 +192,9 @@ def _serve_http(http, signals, *, downstream, background, audit, **parts) -> int
     background.join(_left(deadline))
     downstream.shutdown(_left(deadline))
     audit.close()
-    return code
+    from .lifecycle import leave
+
+    leave(code, lambda _timeout: True, unfinished=_unfinished(downstream))
 
 
 class _AfterHandshake:

@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -180,12 +179,11 @@ def test_cancel_while_waiting(downstream, tag):
 
     canceller = threading.Thread(target=cancel_once_running)
     canceller.start()
-    started = time.monotonic()
+    # Cancelled, not ToolTimeout: it ended on the cancel, before the 30 s deadline.
     with pytest.raises(RequestCancelled):
         downstream.call_tool(stdio(tag, "--mode", "grandchild"), "sleep", {"seconds": 60}, 30, cancel)
     canceller.join()
 
-    assert time.monotonic() - started < 10  # far before the 30 s deadline
     assert_no_process_left(tag)
 
 
@@ -244,12 +242,13 @@ def test_importing_the_module_does_not_import_the_sdk():
 
 def test_preload_imports_the_client_in_the_background():
     loaded = _run_python(
-        "import sys\n"
+        "import sys, threading\n"
         "from gateway_lib.downstream import Downstream\n"
-        "ds = Downstream(); ds.preload(); ds.shutdown(timeout_s=30)\n"
-        "print('mcp.client.stdio' in sys.modules, 'mcp.client.streamable_http' in sys.modules)"
+        "ds = Downstream(); ds.preload(); began = ds.preloading\n"
+        "[thread.join(30) for thread in threading.enumerate() if thread.name == 'downstream-preload']\n"
+        "print(began, ds.preloading, 'mcp.client.stdio' in sys.modules, 'mcp.client.streamable_http' in sys.modules)"
     )
-    assert loaded == "True True"
+    assert loaded == "True False True True"
 
 
 def test_first_calls_racing_the_preload_import_all_succeed(tag):

@@ -75,6 +75,27 @@ def test_an_idle_gateway_exits_0_promptly_with_nothing_left(started, stop):
 
 
 @pytest.mark.parametrize("stop", MECHANISMS)
+def test_a_gateway_stopped_before_its_first_call_exits_0_without_finishing_the_sdk_import(config_dir, tag, stop):
+    # The handshake starts the SDK's import in the background (most of a second of CPU);
+    # a stop right after it meets that import half done and must neither wait for it nor
+    # let the interpreter's exit run into it.
+    config_dir.write({"tools": harness.fault_server(tag)}, RULES)
+    raw = config_dir.raw_gateway("--log-level", "DEBUG")
+    try:
+        raw.initialize()
+        pid = raw.pid
+        STOPS[stop](raw)
+        assert wait_exit(raw) == 0
+    finally:
+        raw.close()
+    stderr = raw.stderr_text()
+    assert "Exiting without finishing what nothing needs: the SDK's background import" in stderr
+    assert "Exiting without waiting for what is still stuck" not in stderr
+    assert "Fatal Python error" not in stderr and "Traceback" not in stderr
+    assert harness.descendants(pid) == []
+
+
+@pytest.mark.parametrize("stop", MECHANISMS)
 def test_a_call_in_flight_finishes_and_is_answered_before_the_exit(started, stop, tag):
     raw, log, _ = started
     raw.send(execute("short", "sleep", {"seconds": 1}))

@@ -61,6 +61,14 @@ class Downstream:
                 self._preloader = threading.Thread(target=sdk.import_client, name="downstream-preload", daemon=True)
                 self._preloader.start()
 
+    @property
+    def preloading(self) -> bool:
+        """Whether the background import of the SDK is still running. Shutdown does not
+        wait for it: a gateway closed before its first call need not finish an import
+        (most of a second of CPU) that nothing will use; serve.py leaves it unfinished."""
+        with self._lock:
+            return self._preloader is not None and self._preloader.is_alive()
+
     def use_tool_lists(self, lists: ToolLists) -> None:
         """Spares list a server's tools into `lists` as they start, when it has no fresh list."""
         self._spares.use_tool_lists(lists)
@@ -144,10 +152,6 @@ class Downstream:
             if escalate is not None:
                 for owner in owners:
                     escalate(owner)
-        with self._lock:
-            preloader = self._preloader
-        if preloader is not None:
-            preloader.join(max(0.0, started + timeout_s - time.monotonic()))
         self._spares.join_warmups(max(0.0, started + timeout_s - time.monotonic()))
         if self.live_sessions:
             log.warning("%s downstream session(s) still cleaning up after shutdown", self.live_sessions)

@@ -2,16 +2,15 @@
 nothing it started is left running.
 
 Each fault of the hardening issue, against the real gateway process: the agent reads a
-tool result with the documented error code, the answer comes before the call's deadline
-(plus a generous margin: promptness is the behaviour under test), the gateway serves the
-next call, and afterwards no process descends from the gateway (a /proc ppid walk) and
-none carries the test's tag (the conftest fixture). Most faults are servers of one shared
+tool result with the documented error code, the gateway serves the next call, and
+afterwards no process descends from the gateway (a /proc ppid walk) and none carries the
+test's tag (the conftest fixture). The gateway enforces each call's deadline itself, so
+any answer but TIMEOUT came before it; how soon after a deadline a TIMEOUT comes is the
+benchmark's row 6, which prints it. Most faults are servers of one shared
 gateway (`gw`), whose servers carry the module's tag (conftest's `shared_dir`).
 """
 
 from __future__ import annotations
-
-import time
 
 import pytest
 
@@ -20,7 +19,6 @@ from gateway_lib.errors import DOWNSTREAM_ERROR, SERVER_UNAVAILABLE, TIMEOUT
 
 RULES = {"agents": {"dev": {"allow": {"servers": ["*"]}}}}
 DEADLINE_MS = 3000
-MARGIN_S = 3.0  # scheduling on a shared 2-core machine; the SDK's close grace alone is 2-4 s
 SLOW_FAULT_MS = 20_000  # for faults whose wrong outcome was a TIMEOUT: a deadline no busy machine meets by chance
 
 
@@ -30,12 +28,9 @@ def error_of(result) -> dict:
 
 
 def execute(gw: harness.Gateway, server: str, tool: str = "echo", args=None, timeout_ms: int = DEADLINE_MS):
-    """execute_tool, returning (result, seconds it took)."""
-    started = time.monotonic()
-    result = gw.call_tool("execute_tool", {"agent_id": "dev", "server": server, "tool": tool,
-                                           "args": {"text": "x"} if args is None else args,
-                                           "timeout_ms": timeout_ms}, timeout=timeout_ms / 1000 + 30)
-    return result, time.monotonic() - started
+    return gw.call_tool("execute_tool", {"agent_id": "dev", "server": server, "tool": tool,
+                                         "args": {"text": "x"} if args is None else args,
+                                         "timeout_ms": timeout_ms}, timeout=timeout_ms / 1000 + 30)
 
 
 def assert_still_serves(gw: harness.Gateway) -> None:
@@ -61,7 +56,7 @@ def gateway_for(config_dir, tag):
         gw = config_dir.gateway("--audit-log", str(config_dir.path("audit.jsonl")), *args)
         gw.start()
         opened.append(gw)
-        warm_up, _ = execute(gw, "warm-up", timeout_ms=60_000)
+        warm_up = execute(gw, "warm-up", timeout_ms=60_000)
         assert not warm_up.is_error, harness.result_text(warm_up)
         return gw
 
@@ -115,71 +110,67 @@ def shared_tag(shared_dir) -> str:
 
 
 def test_a_command_that_does_not_exist_is_server_unavailable_naming_it(gw):
-    result, took = execute(gw, "missing")
+    result = execute(gw, "missing")
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "not found" in error["message"] and "/nonexistent/" in error["message"]
-    assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert_still_serves(gw)
     assert_nothing_left(gw)
 
 
 def test_a_server_that_exits_at_once_is_server_unavailable_with_its_exit_status(gw):
-    result, took = execute(gw, "exits")
+    result = execute(gw, "exits")
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "before answering initialize" in error["message"]
-    assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert_still_serves(gw)
     assert_nothing_left(gw)
 
 
 def test_a_server_that_crashes_mid_call_is_server_unavailable(gw):
-    result, took = execute(gw, "normal", "crash", {})
+    result = execute(gw, "normal", "crash", {})
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "during tools/call" in error["message"]
-    assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert_still_serves(gw)
     assert_nothing_left(gw)
 
 
 def test_a_server_that_never_answers_initialize_is_server_unavailable_at_the_deadline(gw):
-    result, took = execute(gw, "never-init", timeout_ms=1000)
+    result = execute(gw, "never-init", timeout_ms=1000)
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "did not finish starting within 1000 ms" in error["message"]
-    assert took < 1.0 + MARGIN_S
     assert_still_serves(gw)
     assert_nothing_left(gw)
 
 
-def test_a_call_that_hangs_is_a_timeout_at_the_deadline_not_after_the_cleanup(gw, shared_tag):
+def test_a_call_that_hangs_is_a_timeout_at_the_deadline_not_after_the_cleanup(gateway_for, config_dir, tag):
     # ignore-sigterm: closing this server takes the SDK's grace periods and a SIGKILL (4 s or
-    # more), so an answer that waited for the close would come well past the margin.
-    gw.call_json("get_server_tools", {"agent_id": "dev", "server": "stubborn"})  # the deadline then covers the call only
-    result, took = execute(gw, "stubborn", "sleep", {"seconds": 600}, timeout_ms=1000)
+    # more), so the answer must come while the call's server still runs.
+    log = config_dir.path("stubborn.log")
+    gw = gateway_for({"stubborn": harness.fault_server(tag, "--mode", "ignore-sigterm", log=log)})
+    result = execute(gw, "stubborn", "sleep", {"seconds": 600}, timeout_ms=1000)
     error = error_of(result)
     assert error["code"] == TIMEOUT
     assert "did not answer within" in error["message"]
-    assert took < 1.0 + MARGIN_S
+    [call_pid] = [entry["pid"] for entry in harness.read_log(log) if entry.get("tool") == "sleep"]
+    assert call_pid in harness.tagged_pids(tag), "the answer waited for the server's cleanup"
     assert_still_serves(gw)
-    assert harness.wait_no_tagged(shared_tag, timeout=20) == []  # the cleanup went on in the background
+    assert harness.wait_no_tagged(tag, timeout=20) == []  # the cleanup went on in the background
     assert_nothing_left(gw)
 
 
 def test_banners_and_garbage_on_a_servers_stdout_are_skipped_and_the_call_succeeds(gw):
-    result, took = execute(gw, "banner", "echo", {"text": "through the noise"})
+    result = execute(gw, "banner", "echo", {"text": "through the noise"})
     assert not result.is_error
     assert harness.result_text(result) == "through the noise"
-    assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert_nothing_left(gw)
 
 
 def test_a_server_flooding_stderr_neither_blocks_nor_fails_the_call(gw):
-    result, took = execute(gw, "flood", "echo", {"text": "after the flood"})
+    result = execute(gw, "flood", "echo", {"text": "after the flood"})
     assert harness.result_text(result) == "after the flood"
-    assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert "flood flood" in gw.stderr_text()  # it went to the gateway's stderr, not to stdout
     assert_nothing_left(gw)
 
@@ -188,19 +179,18 @@ def test_a_result_over_the_message_limit_is_a_downstream_error_and_one_under_it_
     # A result budget above the message limit, so that only the limit is tested here.
     gw = gateway_for({"s": harness.fault_server(tag, max_result_tokens=256 * 1024)}, "--max-line-bytes", str(256 * 1024))
     # The long deadline: this first call may wait for the SDK import on a busy machine.
-    fits, _ = execute(gw, "s", "huge", {"size": 200_000}, timeout_ms=SLOW_FAULT_MS)
+    fits = execute(gw, "s", "huge", {"size": 200_000}, timeout_ms=SLOW_FAULT_MS)
     assert harness.result_text(fits) == "x" * 200_000
-    result, took = execute(gw, "s", "huge", {"size": 2_000_000})
+    result = execute(gw, "s", "huge", {"size": 2_000_000})
     error = error_of(result)
     assert error["code"] == DOWNSTREAM_ERROR
     assert error["limit"] == 256 * 1024 and error["size"] > 2_000_000
-    assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert_still_serves(gw)
     assert_nothing_left(gw)
 
 
 def test_a_json_rpc_error_from_the_server_is_a_downstream_error_with_its_code(gw):
-    result, _ = execute(gw, "normal", "rpc_error", {})
+    result = execute(gw, "normal", "rpc_error", {})
     error = error_of(result)
     assert error["code"] == DOWNSTREAM_ERROR
     assert error["downstream_code"] == -32050
@@ -210,7 +200,7 @@ def test_a_json_rpc_error_from_the_server_is_a_downstream_error_with_its_code(gw
 
 def test_a_json_rpc_error_with_the_code_the_sdk_uses_for_closed_connections_is_a_downstream_error(gw):
     # -32000 is also the SDK's code for "connection closed"; a server answering with it is no closed connection.
-    result, _ = execute(gw, "normal", "rpc_error", {"code": -32000, "message": "the database is read-only"},
+    result = execute(gw, "normal", "rpc_error", {"code": -32000, "message": "the database is read-only"},
                         timeout_ms=SLOW_FAULT_MS)
     error = error_of(result)
     assert error["code"] == DOWNSTREAM_ERROR
@@ -220,7 +210,7 @@ def test_a_json_rpc_error_with_the_code_the_sdk_uses_for_closed_connections_is_a
 
 
 def test_lines_that_are_not_utf8_on_a_servers_stdout_are_skipped_and_the_call_succeeds(gw):
-    result, _ = execute(gw, "bad-utf8", "echo", {"text": "past the bytes"}, timeout_ms=SLOW_FAULT_MS)
+    result = execute(gw, "bad-utf8", "echo", {"text": "past the bytes"}, timeout_ms=SLOW_FAULT_MS)
     assert not result.is_error, harness.result_text(result)
     assert harness.result_text(result) == "past the bytes"
     assert_still_serves(gw)
@@ -230,7 +220,7 @@ def test_lines_that_are_not_utf8_on_a_servers_stdout_are_skipped_and_the_call_su
 @pytest.mark.parametrize("kind", ["deep", "surrogate"], ids=["nested 5000 deep", "holding a lone surrogate"])
 def test_an_answer_the_sdk_cannot_parse_is_a_downstream_error_not_a_timeout(gw, kind):
     # The deadline is long: the old behaviour waited for it and answered TIMEOUT.
-    result, _ = execute(gw, "unreadable", "unreadable", {"kind": kind}, timeout_ms=SLOW_FAULT_MS)
+    result = execute(gw, "unreadable", "unreadable", {"kind": kind}, timeout_ms=SLOW_FAULT_MS)
     error = error_of(result)
     assert error["code"] == DOWNSTREAM_ERROR
     assert "cannot be read" in error["message"]
@@ -300,7 +290,7 @@ def test_an_unreadable_answer_matching_no_call_fails_every_call_on_its_kept_sess
 
 def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_before_the_deadline(gw):
     # The wrong outcome waited for the deadline (TIMEOUT); one no busy machine reaches by chance.
-    result, _ = execute(gw, "closer", timeout_ms=SLOW_FAULT_MS)
+    result = execute(gw, "closer", timeout_ms=SLOW_FAULT_MS)
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "closed the connection" in error["message"]
@@ -310,16 +300,15 @@ def test_a_server_that_closes_stdout_but_keeps_running_is_server_unavailable_bef
 
 def test_a_server_that_ignores_sigterm_answers_normally_and_is_killed_afterwards(gw):
     gw.call_json("get_server_tools", {"agent_id": "dev", "server": "stubborn"})
-    result, took = execute(gw, "stubborn", "echo", {"text": "stubborn"}, timeout_ms=1500)
+    result = execute(gw, "stubborn", "echo", {"text": "stubborn"}, timeout_ms=1500)
     assert harness.result_text(result) == "stubborn"  # not a TIMEOUT while the SDK waits for its exit
-    assert took < 1.5 + MARGIN_S
     assert_nothing_left(gw)
 
 
 @pytest.mark.parametrize("how", ["at start", "during the call"])
 def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(gw, shared_tag, how):
     server, tool, args = ("grandchild", "echo", {"text": "x"}) if how == "at start" else ("normal", "spawn_grandchild", {})
-    result, _ = execute(gw, server, tool, args)
+    result = execute(gw, server, tool, args)
     assert not result.is_error
     assert harness.wait_no_tagged(shared_tag) == []
     assert_nothing_left(gw)
@@ -327,15 +316,15 @@ def test_a_grandchild_that_ignores_stdin_does_not_outlive_the_call(gw, shared_ta
 
 
 def test_a_grandchild_that_left_the_process_group_with_setsid_does_not_outlive_the_call(gw, shared_tag):
-    result, _ = execute(gw, "setsid", "echo", {"text": "x"}, timeout_ms=SLOW_FAULT_MS)
+    result = execute(gw, "setsid", "echo", {"text": "x"}, timeout_ms=SLOW_FAULT_MS)
     assert not result.is_error, harness.result_text(result)
     assert harness.wait_no_tagged(shared_tag) == []
     assert_nothing_left(gw)
 
 def test_many_failing_calls_in_a_row_leave_nothing_behind(gw):
     for _ in range(3):
-        assert error_of(execute(gw, "normal", "crash", {})[0])["code"] == SERVER_UNAVAILABLE
-        assert error_of(execute(gw, "exits")[0])["code"] == SERVER_UNAVAILABLE
+        assert error_of(execute(gw, "normal", "crash", {}))["code"] == SERVER_UNAVAILABLE
+        assert error_of(execute(gw, "exits"))["code"] == SERVER_UNAVAILABLE
     assert_nothing_left(gw)
 
 
@@ -343,11 +332,10 @@ def test_many_failing_calls_in_a_row_leave_nothing_behind(gw):
 
 
 def test_an_http_server_that_refuses_connections_is_server_unavailable(gw):
-    result, took = execute(gw, "refused")
+    result = execute(gw, "refused")
     error = error_of(result)
     assert error["code"] == SERVER_UNAVAILABLE
     assert "connection failed" in error["message"]
-    assert took < DEADLINE_MS / 1000 + MARGIN_S
     assert_still_serves(gw)
 
 
@@ -355,9 +343,8 @@ def test_an_http_server_that_refuses_connections_is_server_unavailable(gw):
 def test_an_http_server_that_misbehaves_is_server_unavailable_within_the_deadline(gateway_for, tag, mode):
     with harness.http_process(harness.BAD_HTTP_SERVER, tag, "--mode", mode) as (url, _):
         gw = gateway_for({"web": harness.http_server(url)})
-        result, took = execute(gw, "web", timeout_ms=1500)
+        result = execute(gw, "web", timeout_ms=1500)
         assert error_of(result)["code"] == SERVER_UNAVAILABLE
-        assert took < 1.5 + MARGIN_S
         assert_still_serves(gw)
         assert_nothing_left(gw)  # the bad server is the test's child, not the gateway's
 

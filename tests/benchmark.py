@@ -482,6 +482,9 @@ def http_mode(bench: Bench) -> list[Row]:
         Row("12. HTTP: idle RSS of HTTP mode vs stdio mode (SDK loaded in both)", f"{found['rss_http_mib']:.1f} MiB",
             f"{found['rss_stdio_mib']:.1f} MiB (stdio)", f"{found['rss_http_mib'] - found['rss_stdio_mib']:+.1f} MiB",
             f"within {GOAL_RSS_MIB:g} MiB"),
+    ]
+
+
 def spares(bench: Bench) -> list[Row]:
     """Issue 14's rows: a per-call Python SDK stdio server with a warm spare session."""
     from benchmark_spares import measure_spares

@@ -71,3 +71,11 @@ def test_the_lists_checked_here_are_not_empty():
     # Guards the parametrized tests above against silently checking nothing.
     assert len(serve_flags()) >= 9 and len(environment_variables()) >= 12 and len(error_codes()) == 14
     assert {"command", "url", "session"} <= set(schema_keys("mcp-config.schema.json", "$defs", "server"))
+
+
+@pytest.mark.parametrize("script", sorted(re.findall(r"tests/(benchmark\w*\.py)", README)) or ["none named"])
+def test_every_benchmark_script_readme_names_exists_and_compiles(script):
+    # The benchmark is not part of the suite (it runs for minutes), so nothing else would
+    # notice a script a merge left unparseable.
+    path = ROOT / "tests" / script
+    compile(path.read_text(encoding="utf-8"), str(path), "exec")

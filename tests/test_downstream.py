@@ -131,7 +131,8 @@ def test_a_missing_command_is_unavailable_and_the_message_names_only_the_command
     assert caught.value.message == "Server 'db' could not be started: command 'nope-no-such-command' not found"
 
 
-def test_child_that_exits_at_once(downstream, tag):
+def test_a_server_that_exits_at_once_is_unavailable_and_the_message_gives_its_exit_status_and_no_secret(
+        downstream, tag):
     spec = stdio(tag, "--mode", "exit", env={"API_KEY": "s3cret-value"})
     with pytest.raises(ServerUnavailable) as caught:
         downstream.list_tools(spec, 10)
@@ -154,7 +155,7 @@ def test_a_json_rpc_error_message_names_the_method_the_code_and_the_servers_word
     assert caught.value.message == "Server 'fx' answered tools/call with error -32050: database is locked"
 
 
-def test_unusable_spec_spawns_nothing(downstream, tmp_path):
+def test_an_unusable_spec_spawns_nothing_and_its_reason_is_the_message(downstream, tmp_path):
     marker = tmp_path / "spawned"
     spec = ServerSpec(
         name="db", transport="stdio", command=sys.executable, args=("-c", f"open({str(marker)!r}, 'w')"),
@@ -305,7 +306,8 @@ def test_http_transports_list_call_and_send_headers(downstream, sdk_server, tran
     assert wait_until(lambda: downstream.live_sessions == 0, timeout=5)  # sessions close after answering
 
 
-def test_http_connection_refused(downstream):
+def test_a_refused_http_connection_is_unavailable_and_the_message_names_the_url_without_credentials(
+        downstream):
     port = free_port()
     spec = ServerSpec(
         name="web", transport="http", url=f"http://user:pw@127.0.0.1:{port}/mcp?token=q-s3cret",
@@ -352,7 +354,8 @@ def bad_http_server():
 
 @pytest.mark.parametrize(("path", "reason"), [("/500", "Server returned an error response"),
                                                 ("/html", "Unexpected content type: text/html")])
-def test_http_server_answering_500_or_html(downstream, bad_http_server, path, reason):
+def test_an_http_server_answering_500_or_html_is_unavailable_and_the_message_gives_the_sdks_reason(
+        downstream, bad_http_server, path, reason):
     spec = ServerSpec(name="web", transport="http", url=f"{bad_http_server}{path}?token=q-s3cret",
                       headers={"Authorization": "Bearer h-s3cret"})
     with pytest.raises(ServerUnavailable) as caught:

@@ -226,7 +226,17 @@ def run_pins(options: argparse.Namespace, environ: Mapping[str, str], out: TextI
     servers = load_or_say(lambda: load_servers(str(mcp_path), environ), out)
     if servers is None:
         return TROUBLE
-    return run(options.words, servers, str(pins_path(options, environ, rules_path)), out)
+    return run(options.words, servers, str(pins_path(options, environ, rules_path)), out, _signed_in_lister(environ))
+
+
+def _signed_in_lister(environ: Mapping[str, str]):
+    """list_server with the user's OAuth tokens, as a gateway started here would use them."""
+    import functools
+
+    from .oauth_cli import token_store
+    from .pins_command import list_server
+
+    return functools.partial(list_server, token_store=token_store(environ))
 
 
 # --- explain ----------------------------------------------------------------------------
@@ -236,7 +246,6 @@ def run_explain(options: argparse.Namespace, environ: Mapping[str, str], out: Te
     from .config import load_rules, load_servers
     from .explain import run
     from .pins import load_pins
-    from .pins_command import list_server
     from .settings import SettingsError, read_identity
 
     configure_logging("WARNING")
@@ -254,7 +263,7 @@ def run_explain(options: argparse.Namespace, environ: Mapping[str, str], out: Te
     servers, rules, pinset = loaded
     return run(rules, servers, agent=options.agent, server=options.server, tool=options.tool,
                default_agent=default_agent, pinned=pinned,
-               list_tools=list_server, pinset=pinset, as_json=options.json, out=out)
+               list_tools=_signed_in_lister(environ), pinset=pinset, as_json=options.json, out=out)
 
 
 # --- init -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import threading
-from typing import TextIO
+from typing import Any, Callable, TextIO
 
 from . import pins
 from .cli_common import load_or_say
@@ -21,11 +21,14 @@ DEFAULT_LIST_TIMEOUT_S = 60.0
 TROUBLE = 2
 
 
-def list_server(spec: ServerSpec) -> list[dict]:
-    """The server's tools, listed once through a short-lived downstream session."""
+def list_server(spec: ServerSpec, token_store: Any = None) -> list[dict]:
+    """The server's tools, listed once through a short-lived downstream session.
+
+    With `token_store`, a server that needs OAuth gets the tokens `gateway.py login` stored,
+    as a serving gateway's sessions do (a browser opens only if they are gone for good)."""
     from .downstream import Downstream
 
-    downstream = Downstream(errlog=sys.stderr)
+    downstream = Downstream(errlog=sys.stderr, token_store=token_store)
     try:
         timeout_s = (spec.timeout_ms or DEFAULT_LIST_TIMEOUT_S * 1000) / 1000
         return downstream.list_tools(spec, timeout_s, threading.Event())
@@ -33,7 +36,11 @@ def list_server(spec: ServerSpec) -> list[dict]:
         downstream.shutdown(3.0)
 
 
-def run(words: list[str], servers: ServersConfig, pins_path: str, out: TextIO) -> int:
+ListTools = Callable[[ServerSpec], list[dict]]
+
+
+def run(words: list[str], servers: ServersConfig, pins_path: str, out: TextIO,
+        list_tools: ListTools = list_server) -> int:
     pinset = load_or_say(lambda: pins.load_pins(pins_path), out)
     if pinset is None:
         return TROUBLE
@@ -41,9 +48,9 @@ def run(words: list[str], servers: ServersConfig, pins_path: str, out: TextIO) -
     if action == "show" and not rest:
         return show(pinset, servers, out)
     if action == "diff" and len(rest) <= 1:
-        return diff(pinset, servers, rest[0] if rest else None, out)
+        return diff(pinset, servers, rest[0] if rest else None, out, list_tools)
     if action == "approve" and rest:
-        return approve(pinset, servers, rest[0], rest[1:], out)
+        return approve(pinset, servers, rest[0], rest[1:], out, list_tools)
     out.write("usage: gateway.py pins | pins diff [SERVER] | pins approve SERVER [TOOL ...]\n")
     return TROUBLE
 
@@ -62,23 +69,24 @@ def show(pinset: pins.PinSet, servers: ServersConfig, out: TextIO) -> int:
     return 0
 
 
-def _listed(servers: ServersConfig, name: str, out: TextIO) -> list[dict] | None:
+def _listed(servers: ServersConfig, name: str, out: TextIO, list_tools: ListTools) -> list[dict] | None:
     spec = servers.servers.get(name)
     if spec is None:
         out.write(f"error: server {name!r} is not defined in {servers.path}\n")
         return None
     try:
-        return list_server(spec)
+        return list_tools(spec)
     except GatewayError as exc:
         out.write(f"error: cannot list server {name!r}: {exc.message}\n")
         return None
 
 
-def diff(pinset: pins.PinSet, servers: ServersConfig, only: str | None, out: TextIO) -> int:
+def diff(pinset: pins.PinSet, servers: ServersConfig, only: str | None, out: TextIO,
+         list_tools: ListTools) -> int:
     names = [only] if only else sorted(servers.servers)
     differing, trouble = [], False
     for name in names:
-        tools = _listed(servers, name, out)
+        tools = _listed(servers, name, out, list_tools)
         if tools is None:
             trouble = True
             continue
@@ -106,8 +114,9 @@ def diff(pinset: pins.PinSet, servers: ServersConfig, only: str | None, out: Tex
     return 0
 
 
-def approve(pinset: pins.PinSet, servers: ServersConfig, name: str, tool_names: list[str], out: TextIO) -> int:
-    tools = _listed(servers, name, out)
+def approve(pinset: pins.PinSet, servers: ServersConfig, name: str, tool_names: list[str], out: TextIO,
+            list_tools: ListTools) -> int:
+    tools = _listed(servers, name, out, list_tools)
     if tools is None:
         return TROUBLE
     listed = {tool["name"] for tool in tools}

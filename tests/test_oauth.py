@@ -166,6 +166,17 @@ def test_a_kept_alive_session_signs_in_with_the_stored_tokens(tag, config_dir, s
     assert stats["authorizations"] == 1 and stats["refresh_token"] == 0
 
 
+def test_pins_diff_lists_a_signed_in_server_with_the_stored_tokens_and_no_browser(tag, config_dir, server):
+    log = config_dir.path("browser.jsonl")
+    config_dir.write({SERVER_NAME: server.entry()}, ALLOW_ALL)
+    login(config_dir, browser_env(log, tag=tag))
+    diff = run_gateway_command(config_dir, "pins", "diff", SERVER_NAME, env=browser_env(log, mode="ignore", tag=tag))
+    # 1, not 2 (trouble): the server was listed; never pinned, so it differs from its pins.
+    assert diff.returncode == 1, diff.stdout + diff.stderr
+    assert f"{SERVER_NAME}: not pinned yet" in diff.stdout
+    assert len(visits(log)) == 1  # the login's; the listing needed no browser
+
+
 def test_an_expired_access_token_is_refreshed_from_stored_metadata_without_a_browser(tag, config_dir, server):
     with signed_in_with_an_expired_token(tag, config_dir, server) as log:
         with config_dir.gateway(env=browser_env(log, mode="ignore", tag=tag)) as gateway:

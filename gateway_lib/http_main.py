@@ -114,8 +114,7 @@ def serve_http(settings: HttpSettings, signals: Any, *, store: Any, tools: Any, 
     threading.Thread(target=_load_sdk, args=(probes,), name="gateway-http-ready", daemon=True).start()
     gateway.start()
     logger.info("Gateway %s serving MCP over HTTP on %s", __version__, gateway.url)
-    while not signals.stop.wait(1.0):
-        pass
+    signals.wait_for_stop()
     logger.info("Shutting down: no new connections; answering what is in flight")
     gateway.shutdown(grace_s)
     return 0

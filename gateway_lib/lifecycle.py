@@ -13,8 +13,10 @@ not keep it alive, as the interpreter's own exit, which joins it, would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -27,16 +29,51 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SI
 RELOAD_SIGNAL = getattr(signal, "SIGHUP", None)
 
 
+class _StopEvent(threading.Event):
+    """An Event whose set() also writes a byte to a pipe, so the main thread can wait for it
+    and for a signal's wakeup byte in one select()."""
+
+    def __init__(self, wake_fd: int) -> None:
+        super().__init__()
+        self._wake_fd = wake_fd
+
+    def set(self) -> None:
+        super().set()
+        try:
+            os.write(self._wake_fd, b"\0")
+        except (BlockingIOError, OSError):  # a full pipe wakes the main thread all the same
+            pass
+
+
 class Signals:
     """The process's signal handlers: `stop` is set on a stop signal; SIGHUP calls the
     reload callback, or is remembered until `on_reload` gives one."""
 
     def __init__(self) -> None:
-        self.stop = threading.Event()
+        self._wake_read, self._wake_write = os.pipe()
+        for fd in (self._wake_read, self._wake_write):
+            os.set_blocking(fd, False)
+        self.stop = _StopEvent(self._wake_write)
         self._reload: Callable[[], None] | None = None
         self._reload_requested = False
 
+    def wait_for_stop(self, fallback_s: float = 1.0) -> None:
+        """Block the main thread until `stop` is set, by a signal or by another thread.
+
+        The kernel may deliver a signal to any thread, but Python runs its handler only in
+        the main thread, once that thread wakes: blocked in Event.wait, it would notice a
+        SIGTERM that another thread received only at its next timeout. Waiting on the
+        wakeup fd instead (written at once by the C-level handler, whichever thread took
+        the signal) starts a shutdown as soon as the signal arrives.
+        """
+        while not self.stop.is_set():
+            readable, _, _ = select.select([self._wake_read], [], [], fallback_s)
+            if readable:
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self._wake_read, 4096)
+
     def install(self) -> "Signals":
+        signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
         handled = list(STOP_SIGNALS)
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._on_stop)

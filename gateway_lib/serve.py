@@ -141,8 +141,7 @@ def run_serve(options: argparse.Namespace, environ: Mapping[str, str], signals) 
     signals.on_reload(background.request_reload)
     threading.Thread(target=read_until_eof, name="gateway-reader", daemon=True).start()
     logger.info("Gateway %s serving on stdio%s", __version__, " (debug)" if settings.debug else "")
-    while not stop.wait(1.0):
-        pass
+    signals.wait_for_stop()
     endpoint.refuse_new_requests()  # before the log line, which tests take as the moment of shutdown
     logger.info("Shutting down")
     deadline = time.monotonic() + SHUTDOWN_BOUND_S

@@ -41,7 +41,7 @@ class _StopEvent(threading.Event):
         super().set()
         try:
             os.write(self._wake_fd, b"\0")
-        except (BlockingIOError, OSError):  # a full pipe wakes the main thread all the same
+        except OSError:  # a full pipe wakes the main thread all the same
             pass
 
 
@@ -174,6 +174,7 @@ def leave(code: int, workers_idle: Callable[[float], bool], stuck: list[str] | N
     if unfinished:
         logger.debug("Exiting without finishing what nothing needs: %s", ", ".join(unfinished))
     logging.shutdown()  # flushes every handler
+    # fd 1 is stderr by now (framing.claim_stdout): this saves stray prints, not the wire.
     for stream in (sys.stdout, sys.__stdout__, sys.stderr, sys.__stderr__):
         try:
             stream.flush()

@@ -83,6 +83,9 @@ def test_a_gateway_stopped_before_its_first_call_exits_0_without_finishing_the_s
     raw = config_dir.raw_gateway("--log-level", "DEBUG")
     try:
         raw.initialize()
+        # The reader runs `notifications/initialized` (which starts the import) before it reads
+        # the next line, so once the ping is answered the import is under way.
+        raw.request("ping", {})
         pid = raw.pid
         STOPS[stop](raw)
         assert wait_exit(raw) == 0

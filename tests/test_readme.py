@@ -79,3 +79,11 @@ def test_every_benchmark_script_readme_names_exists_and_compiles(script):
     # notice a script a merge left unparseable.
     path = ROOT / "tests" / script
     compile(path.read_text(encoding="utf-8"), str(path), "exec")
+
+
+def test_ci_runs_the_test_command_readme_gives_verbatim():
+    # README promises one command that sets up and runs the whole suite, and that CI runs it.
+    section = README.split("**Set up and run the whole test suite:**", 1)[1]
+    command = re.search(r"```sh\n(.+?)\n```", section, re.S).group(1).strip()
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
+    assert command in ci_lines

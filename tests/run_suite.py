@@ -152,8 +152,10 @@ class _Worker:
             # No cache plugin: sessions running side by side would write the same cache files.
             # anyio's pytest plugin is already imported (the SDK needs anyio), so pytest cannot
             # rewrite its asserts and would warn, which the suite's filterwarnings makes an error.
-            argv = ["-q", "-p", "no:cacheprovider", "-W", ANYIO_ALREADY_IMPORTED, f"--junitxml={report}", path,
-                    *pytest_args]
+            # A temporary folder of its own: sessions sharing pytest's default one prune each
+            # other's numbered folders while they scan them.
+            argv = ["-q", "-p", "no:cacheprovider", "-W", ANYIO_ALREADY_IMPORTED, f"--junitxml={report}",
+                    f"--basetemp={Path(scratch) / 'tmp'}", path, *pytest_args]
             job = {"argv": argv, "log": str(log)}
             self._process.stdin.write(json.dumps(job) + "\n")
             self._child = json.loads(self._process.stdout.readline() or '{"pid": 0}')["pid"]
@@ -204,6 +206,11 @@ def _print_line(result: FileResult, done: int, total: int) -> None:
           f" in {result.seconds:.1f}s {verdict}", flush=True)
     if not result.passed:
         print(result.output, flush=True)
+        return
+    # A passing file's output is left out, but not why a test was skipped (pytest's -ra lines).
+    for line in result.output.splitlines():
+        if line.startswith(("SKIPPED", "XFAIL", "XPASS")):
+            print(f"    {line}", flush=True)
 
 
 def _summary(counts: dict[str, int]) -> str:

@@ -34,6 +34,7 @@ def test_pid():
 
 
 def test_a_suite_passes_only_if_every_file_passes_and_a_failing_files_output_is_shown(tmp_path):
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = -ra\n")  # as the suite's pyproject.toml has
     good = write_tests(tmp_path, "test_good.py", "import pytest\n\ndef test_a(): pass\n\ndef test_b(): pass\n\n"
                        "@pytest.mark.skip(reason='shown as skipped')\ndef test_c(): pass\n")
     bad = write_tests(tmp_path, "test_bad.py", "def test_fails():\n    assert 1 + 1 == 3, 'arithmetic'\n")
@@ -42,6 +43,7 @@ def test_a_suite_passes_only_if_every_file_passes_and_a_failing_files_output_is_
     assert re.search(r"test_good\.py: 2 passed, 1 skipped in [\d.]+s ok", done.stdout), done.stdout
     assert re.search(r"test_bad\.py: 1 failures in [\d.]+s FAILED \(exit 1\)", done.stdout), done.stdout
     assert "AssertionError: arithmetic" in done.stdout  # the failing file's own output
+    assert "shown as skipped" in done.stdout  # a passing file's output is left out, but not its skips
     assert "2 passed, 1 failures, 1 skipped" in done.stdout
     assert f"FAILED: {bad}" in done.stdout
 

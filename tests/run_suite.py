@@ -69,7 +69,7 @@ def main(argv: list[str]) -> int:
     results = _run_all(files, min(args.jobs, len(files)), pytest_args)
     elapsed = time.monotonic() - started
     _save_timings(results)
-    return _report(results, elapsed, args.jobs)
+    return _report(results, len(files), elapsed, args.jobs)
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -157,7 +157,10 @@ class _Worker:
             argv = ["-q", "-p", "no:cacheprovider", "-W", ANYIO_ALREADY_IMPORTED, f"--junitxml={report}",
                     f"--basetemp={Path(scratch) / 'tmp'}", path, *pytest_args]
             job = {"argv": argv, "log": str(log)}
-            self._process.stdin.write(json.dumps(job) + "\n")
+            try:
+                self._process.stdin.write(json.dumps(job) + "\n")
+            except OSError:  # the worker is gone; every file handed to it from now on fails
+                pass
             self._child = json.loads(self._process.stdout.readline() or '{"pid": 0}')["pid"]
             reply = self._process.stdout.readline()
             self._child = 0
@@ -220,7 +223,7 @@ def _summary(counts: dict[str, int]) -> str:
         or "0 tests"
 
 
-def _report(results: list[FileResult], elapsed: float, jobs: int) -> int:
+def _report(results: list[FileResult], expected: int, elapsed: float, jobs: int) -> int:
     totals = {key: sum(result.counts.get(key, 0) for result in results)
               for key in ("passed", "failures", "errors", "skipped")}
     failed = [result.path for result in results if not result.passed]
@@ -229,7 +232,9 @@ def _report(results: list[FileResult], elapsed: float, jobs: int) -> int:
     print("slowest: " + ", ".join(f"{Path(result.path).name} {result.seconds:.1f}s" for result in slowest))
     if failed:
         print("FAILED: " + " ".join(failed))
-    return 1 if failed else 0
+    if len(results) != expected:  # a file that never reported is no pass
+        print(f"FAILED: only {len(results)} of {expected} files reported")
+    return 1 if failed or len(results) != expected else 0
 
 
 def _save_timings(results: list[FileResult]) -> None:

@@ -67,3 +67,13 @@ def test_arguments_after_the_separator_reach_pytest_and_a_file_they_empty_is_no_
 
     nothing = write_tests(tmp_path, "test_nothing.py", "VALUE = 1\n")
     assert run("-j", "1", nothing).returncode == 1  # without -k or -m, a file with no test is a fault
+
+
+def test_a_worker_that_dies_fails_its_file_and_every_file_handed_to_it_after(tmp_path):
+    killer = write_tests(tmp_path, "test_killer.py",
+                         "import os, signal\n\ndef test_kills_the_worker():\n    os.kill(os.getppid(), signal.SIGKILL)\n")
+    after = write_tests(tmp_path, "test_after.py", "def test_fine(): pass\n")
+    done = run("-j", "1", killer, after)  # the larger file goes first: killer, then after
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the worker process died" in done.stdout
+    assert re.search(r"test_after\.py: no report in [\d.]+s FAILED", done.stdout), done.stdout

@@ -172,9 +172,9 @@ class _Worker:
             return FileResult(path, returncode, seconds, _counts(report), output, bool(pytest_args))
 
     def kill(self) -> None:
-        for pid in (self._child, self._process.pid):
-            if pid:
-                _kill_group(pid)
+        if self._child:
+            _kill_group(self._child)  # the session leads a group of its own (os.setsid)
+        self._process.kill()
 
     def close(self) -> None:
         try:
@@ -219,8 +219,8 @@ def _print_line(result: FileResult, done: int, total: int) -> None:
 def _summary(counts: dict[str, int]) -> str:
     if not counts:
         return "no report"
-    return ", ".join(f"{counts[key]} {key}" for key in ("passed", "failures", "errors", "skipped") if counts.get(key)) \
-        or "0 tests"
+    parts = [f"{counts[key]} {key}" for key in ("passed", "failures", "errors", "skipped") if counts.get(key)]
+    return ", ".join(parts) or "0 tests"
 
 
 def _report(results: list[FileResult], expected: int, elapsed: float, jobs: int) -> int:
@@ -265,18 +265,21 @@ def _serve_files() -> int:
 
     # Forking is only safe while this process has one thread; the imports above start none.
     assert threading.active_count() == 1, threading.enumerate()
-    replies = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     for line in sys.stdin:
         job = json.loads(line)
-        sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _run_in_child(pytest, job)
-        replies.write(json.dumps({"pid": pid}) + "\n")
+            _run_in_child(pytest, job)  # points its stdout at the file's log: replies stay here
+        _reply({"pid": pid})
         _, status = os.waitpid(pid, 0)
-        replies.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+        _reply({"returncode": os.waitstatus_to_exitcode(status)})
     return 0
+
+
+def _reply(message: dict) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()  # before the next fork too, so no child inherits a half-written reply
 
 
 def _run_in_child(pytest, job: dict) -> None:
